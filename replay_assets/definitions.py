@@ -1,0 +1,33 @@
+"""The code location: the one place that wires assets, resources, jobs and schedules together."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+from dagster_aws.s3 import S3Resource
+
+from replay_assets.assets.listings import raw_replay_listings
+from replay_assets.automation.schedules import daily_replay_job, daily_replay_schedule
+from replay_assets.config import Settings, aws_region
+from replay_assets.io.parquet_io_manager import PartitionedParquetIOManager
+from replay_assets.resources.replay_store import ReplayStore
+from replay_assets.resources.warehouse_sql import WarehouseDuckDB
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    # S3 endpoint and credentials come from the standard AWS variables through boto3 and s3fs, so a
+    # local S3 server and AWS differ only in the environment.
+    s3 = S3Resource(region_name=aws_region())
+    return Definitions(
+        assets=[raw_replay_listings],
+        jobs=[daily_replay_job],
+        schedules=[daily_replay_schedule],
+        resources={
+            "s3": s3,
+            "replay_store": ReplayStore(landing_uri=settings.landing_uri, s3=s3),
+            "warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=settings.warehouse_uri),
+            "warehouse_sql": WarehouseDuckDB(warehouse_uri=settings.warehouse_uri),
+        },
+    )
+
+
+defs = build_definitions(Settings.from_env())

@@ -1,0 +1,125 @@
+"""Streaming, atomic Parquet writes and reads on any fsspec location (a local folder or S3).
+
+No Dagster here: the IO manager, the CLI and the benchmarks all write through these functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+from replay_assets.layout import is_local
+
+TableLike = pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]
+
+# A row group is flushed when the buffered batches reach either limit: memory stays bounded by the
+# row group, not by the partition, and the chunking depends only on the input, so output is stable.
+ROW_GROUP_ROWS = 1024 * 1024
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    uri: str
+    row_count: int
+    schema: pa.Schema
+    size_bytes: int
+
+
+class EmptyStreamError(ValueError):
+    """An iterator of batches produced nothing, so there is no schema to write."""
+
+
+def _as_batches(data: TableLike) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    if isinstance(data, pa.Table):
+        return data.schema, iter(data.to_batches())
+    if isinstance(data, pa.RecordBatchReader):
+        return data.schema, iter(data)
+    batches = iter(data)
+    first = next(batches, None)
+    if first is None:
+        raise EmptyStreamError("no record batches and no schema: yield a pyarrow.RecordBatchReader instead")
+    return first.schema, _chain(first, batches)
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+def _write_stream(sink: BinaryIO, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> int:
+    """Write batches as row groups of bounded size; return the row count."""
+    rows = 0
+    pending: list[pa.RecordBatch] = []
+    pending_rows = pending_bytes = 0
+    with pq.ParquetWriter(sink, schema, compression="snappy") as writer:
+
+        def flush() -> None:
+            nonlocal pending, pending_rows, pending_bytes
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=ROW_GROUP_ROWS)
+            pending, pending_rows, pending_bytes = [], 0, 0
+
+        for batch in batches:
+            if batch.schema != schema:
+                batch = pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            pending_bytes += batch.nbytes
+            rows += batch.num_rows
+            if pending_rows >= ROW_GROUP_ROWS or pending_bytes >= ROW_GROUP_BYTES:
+                flush()
+        flush()
+    return rows
+
+
+@contextlib.contextmanager
+def _atomic_sink(path: UPath) -> Iterator[BinaryIO]:
+    """A file that appears at ``path`` complete or not at all.
+
+    Local: a hidden temporary file beside the target, then ``os.replace`` (atomic on POSIX).
+    Object stores: a PUT or multipart upload only becomes visible when it completes, so the upload is
+    written in place and aborted on error instead of being committed half-way.
+    """
+    if is_local(path):
+        target = path.path
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as sink:
+                yield sink
+                sink.flush()
+                os.fsync(sink.fileno())
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        return
+    sink = path.fs.open(path.path, "wb")
+    try:
+        yield sink
+    except BaseException:
+        sink.discard()
+        raise
+    sink.close()
+
+
+def write_parquet(path: UPath, data: TableLike) -> WriteResult:
+    """Stream ``data`` into one Parquet file at ``path``, replacing any old file atomically."""
+    schema, batches = _as_batches(data)
+    with _atomic_sink(path) as sink:
+        rows = _write_stream(sink, schema, batches)
+    return WriteResult(uri=str(path), row_count=rows, schema=schema, size_bytes=path.stat().st_size)
+
+
+def read_parquet(path: UPath, columns: list[str] | None = None) -> pa.Table:
+    with path.open("rb") as source:
+        return pq.read_table(source, columns=columns)

@@ -1,0 +1,158 @@
+"""The landing zone as a list of files with bytes behind them: a local folder or an S3 prefix.
+
+Listing uses metadata only (names, sizes, modification times); bytes are read file by file, on
+demand, so listing one day never reads the whole zone. The S3 backend takes a boto3 client (the
+Dagster resource hands it the one from ``dagster_aws.s3.S3Resource``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+
+class LandingZoneError(RuntimeError):
+    """The landing zone itself cannot be listed (missing folder or bucket, no permission)."""
+
+
+class LandingReadError(OSError):
+    """One file of the landing zone cannot be read; the message names it."""
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    relative_path: str  # POSIX path below the landing root, e.g. "metta/arena/2025-01-02/x.json.z"
+    uri: str
+    size_bytes: int
+    modified_at: dt.datetime  # UTC
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.relative_path.split("/"))
+
+
+class LandingBackend(Protocol):
+    uri: str
+
+    def list_files(self) -> Iterator[LandingFile]: ...
+
+    def open(self, relative_path: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
+
+    def local_copy(
+        self, relative_path: str, companions: tuple[str, ...] = ()
+    ) -> contextlib.AbstractContextManager[Path]: ...
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+
+
+class LocalLanding:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.uri = str(self.root)
+
+    def list_files(self) -> Iterator[LandingFile]:
+        if not self.root.is_dir():
+            raise LandingZoneError(f"landing zone {self.uri} does not exist or is not a folder")
+        errors: list[OSError] = []
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=errors.append):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except OSError as exc:
+                    raise LandingReadError(f"{full}: cannot stat: {exc.strerror or exc}") from exc
+                rel = Path(full).relative_to(self.root).as_posix()
+                yield LandingFile(rel, full, st.st_size, _utc(st.st_mtime))
+        if errors:
+            raise LandingZoneError(f"landing zone {self.uri}: cannot list {errors[0].filename}: {errors[0]}")
+
+    @contextlib.contextmanager
+    def open(self, relative_path: str) -> Iterator[BinaryIO]:
+        full = self.root / relative_path
+        try:
+            handle = open(full, "rb")  # noqa: SIM115 - closed below, after the caller's block
+        except OSError as exc:
+            raise LandingReadError(f"{full}: cannot read: {exc.strerror or exc}") from exc
+        with handle:
+            yield handle
+
+    @contextlib.contextmanager
+    def local_copy(self, relative_path: str, companions: tuple[str, ...] = ()) -> Iterator[Path]:
+        yield self.root / relative_path
+
+
+class S3Landing:
+    def __init__(self, client: Any, uri: str):
+        if not uri.startswith("s3://"):
+            raise ValueError(f"not an s3:// URI: {uri}")
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, relative_path: str) -> str:
+        return f"{self.prefix}/{relative_path}" if self.prefix else relative_path
+
+    def list_files(self) -> Iterator[LandingFile]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        list_prefix = f"{self.prefix}/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if key.endswith("/"):
+                        continue
+                    rel = key[len(list_prefix) :]
+                    modified = obj["LastModified"].astimezone(dt.UTC)
+                    yield LandingFile(rel, f"s3://{self.bucket}/{key}", obj["Size"], modified)
+        except (ClientError, BotoCoreError) as exc:
+            raise LandingZoneError(f"landing zone {self.uri} cannot be listed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def open(self, relative_path: str) -> Iterator[BinaryIO]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._key(relative_path)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except (ClientError, BotoCoreError) as exc:
+            raise LandingReadError(f"s3://{self.bucket}/{key}: cannot read: {exc}") from exc
+        with contextlib.closing(body):
+            yield body
+
+    @contextlib.contextmanager
+    def local_copy(self, relative_path: str, companions: tuple[str, ...] = ()) -> Iterator[Path]:
+        """Download a file (and any companion suffixes that exist, e.g. SQLite's ``-wal``) to a temp dir."""
+        with tempfile.TemporaryDirectory(prefix="replay-landing-") as tmp:
+            target = Path(tmp) / Path(relative_path).name
+            for suffix in ("", *companions):
+                destination = target.with_name(target.name + suffix)
+                try:
+                    with self.open(relative_path + suffix) as body, open(destination, "wb") as out:
+                        shutil.copyfileobj(body, out, 1 << 20)
+                except LandingReadError:
+                    if not suffix:
+                        raise
+            yield target
+
+
+def open_landing(uri: str, s3_client_factory: Any = None) -> LandingBackend:
+    """The backend for a landing URI; ``s3_client_factory`` builds the boto3 client when needed."""
+    if uri.startswith("s3://"):
+        if s3_client_factory is None:
+            raise ValueError(f"{uri}: an S3 landing zone needs an S3 client")
+        return S3Landing(s3_client_factory(), uri)
+    return LocalLanding(uri)
