@@ -50,3 +50,13 @@ def s3_endpoint_url() -> str | None:
 
 def aws_region() -> str | None:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
+def s3_storage_options() -> dict[str, str]:
+    """fsspec/s3fs options from the AWS variables.
+
+    Passing the endpoint explicitly (s3fs also reads it from the environment) makes it part of
+    fsspec's filesystem cache key, so a process that talks to two S3 endpoints never mixes them up.
+    """
+    endpoint = s3_endpoint_url()
+    return {"endpoint_url": endpoint} if endpoint else {}

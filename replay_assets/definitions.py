@@ -13,20 +13,28 @@ from replay_assets.resources.replay_store import ReplayStore
 from replay_assets.resources.warehouse_sql import WarehouseDuckDB
 
 
-def build_definitions(settings: Settings) -> Definitions:
+ASSETS = [raw_replay_listings]
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """The same resource keys everywhere; only the settings (local folder or S3) differ."""
     # S3 endpoint and credentials come from the standard AWS variables through boto3 and s3fs, so a
     # local S3 server and AWS differ only in the environment.
     s3 = S3Resource(region_name=aws_region())
+    return {
+        "s3": s3,
+        "replay_store": ReplayStore(landing_uri=settings.landing_uri, s3=s3),
+        "warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=settings.warehouse_uri),
+        "warehouse_sql": WarehouseDuckDB(warehouse_uri=settings.warehouse_uri),
+    }
+
+
+def build_definitions(settings: Settings) -> Definitions:
     return Definitions(
-        assets=[raw_replay_listings],
+        assets=ASSETS,
         jobs=[daily_replay_job],
         schedules=[daily_replay_schedule],
-        resources={
-            "s3": s3,
-            "replay_store": ReplayStore(landing_uri=settings.landing_uri, s3=s3),
-            "warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=settings.warehouse_uri),
-            "warehouse_sql": WarehouseDuckDB(warehouse_uri=settings.warehouse_uri),
-        },
+        resources=build_resources(settings),
     )
 
 

@@ -10,6 +10,8 @@ import re
 
 from upath import UPath
 
+from replay_assets.config import s3_storage_options
+
 PARTITION_COLUMN = "date"
 PART_FILE_NAME = "part-0.parquet"
 UNPARTITIONED_DIR = "all"
@@ -18,7 +20,8 @@ _PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 def warehouse_root(uri: str) -> UPath:
     """The warehouse root for a local path or an ``s3://bucket/prefix`` URI."""
-    return UPath(uri.rstrip("/"))
+    uri = uri.rstrip("/")
+    return UPath(uri, **s3_storage_options()) if uri.startswith("s3://") else UPath(uri)
 
 
 def asset_root(warehouse: UPath, asset_key: str) -> UPath:

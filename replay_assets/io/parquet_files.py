@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from replay_assets.errors import ReplayAssetsError
 from replay_assets.layout import is_local
 
 TableLike = pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]
@@ -32,6 +33,10 @@ class WriteResult:
     row_count: int
     schema: pa.Schema
     size_bytes: int
+
+
+class WarehouseWriteError(ReplayAssetsError):
+    """Writing a partition failed; the previous version of that partition is untouched."""
 
 
 class EmptyStreamError(ValueError):
@@ -107,16 +112,23 @@ def _atomic_sink(path: UPath) -> Iterator[BinaryIO]:
     try:
         yield sink
     except BaseException:
-        sink.discard()
+        sink.discard()  # abort the multipart upload: nothing becomes visible
+        sink.closed = True  # and keep fsspec's finalizer from trying to commit the discarded buffer
         raise
     sink.close()
 
 
 def write_parquet(path: UPath, data: TableLike) -> WriteResult:
     """Stream ``data`` into one Parquet file at ``path``, replacing any old file atomically."""
-    schema, batches = _as_batches(data)
-    with _atomic_sink(path) as sink:
-        rows = _write_stream(sink, schema, batches)
+    try:
+        schema, batches = _as_batches(data)
+        with _atomic_sink(path) as sink:
+            rows = _write_stream(sink, schema, batches)
+    except Exception as exc:
+        raise WarehouseWriteError(
+            f"writing {path} failed ({type(exc).__name__}: {exc}); "
+            "the previous version of this partition, if any, is unchanged"
+        ) from exc
     return WriteResult(uri=str(path), row_count=rows, schema=schema, size_bytes=path.stat().st_size)
 
 

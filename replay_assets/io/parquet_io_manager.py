@@ -1,7 +1,8 @@
 """The warehouse IO manager: one implementation for a local folder and for ``s3://``.
 
-An asset returns a ``pyarrow.Table``, a ``pyarrow.RecordBatchReader`` or an iterator of record
-batches for its partition; in a range run (a single-run backfill or ``--partition-range``) it returns
+An asset returns a ``pyarrow.Table`` or, to stream, a ``pyarrow.RecordBatchReader`` for its
+partition (a bare generator would be taken by Dagster for a stream of events; ``Output(iterator)``
+works too); in a range run (a single-run backfill or ``--partition-range``) it returns
 a mapping from partition key to one of those, and each partition still gets its own file.
 """
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from replay_assets.errors import ReplayAssetsError
 
-class LandingZoneError(RuntimeError):
+
+class LandingZoneError(ReplayAssetsError):
     """The landing zone itself cannot be listed (missing folder or bucket, no permission)."""
 
 
-class LandingReadError(OSError):
+class LandingReadError(ReplayAssetsError, OSError):
     """One file of the landing zone cannot be read; the message names it."""
 
 
@@ -69,8 +71,8 @@ class LocalLanding:
                 full = os.path.join(dirpath, name)
                 try:
                     st = os.stat(full)
-                except OSError as exc:
-                    raise LandingReadError(f"{full}: cannot stat: {exc.strerror or exc}") from exc
+                except OSError:
+                    st = os.lstat(full)  # a dangling link: listed, then reported unreadable on read
                 rel = Path(full).relative_to(self.root).as_posix()
                 yield LandingFile(rel, full, st.st_size, _utc(st.st_mtime))
         if errors:

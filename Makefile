@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: setup demo test lint dev daemon bench clean
+
+# torch 2.13.0 (CPU build) first: the project's torch range accepts it, so pip never fetches a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf ../dagster.yaml $@
+
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+demo: setup
+	$(BIN)/replay-assets demo --days 3
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+dev: setup
+	$(BIN)/dagster dev -w workspace.yaml
+
+daemon: setup
+	$(BIN)/dagster-daemon run -w workspace.yaml
+
+bench: setup
+	$(BIN)/python bench/io_manager.py
+
+clean:
+	rm -rf $(VENV) $(DAGSTER_HOME) data build *.egg-info

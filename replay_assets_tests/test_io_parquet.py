@@ -1,0 +1,249 @@
+"""The warehouse writer and IO manager on a local folder and on a local S3 server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import (
+    AssetIn,
+    BackfillPolicy,
+    DagsterInstance,
+    DailyPartitionsDefinition,
+    asset,
+    materialize,
+)
+from upath import UPath
+
+from replay_assets.io import parquet_files
+from replay_assets.io.parquet_files import WarehouseWriteError, read_parquet, write_parquet
+from replay_assets.io.parquet_io_manager import PartitionedParquetIOManager
+from replay_assets.layout import partition_file, warehouse_root
+from replay_assets_tests.conftest import new_bucket, use_s3_endpoint
+
+DAYS = DailyPartitionsDefinition(start_date="2025-10-01", end_date="2025-10-10")
+RANGE_TAGS = {
+    "dagster/asset_partition_range_start": "2025-10-02",
+    "dagster/asset_partition_range_end": "2025-10-04",
+}
+
+
+def _table(n: int, offset: int = 0) -> pa.Table:
+    return pa.table({"i": pa.array(range(offset, offset + n), pa.int64()), "s": [f"v{k % 7}" for k in range(n)]})
+
+
+@pytest.fixture(params=["local", "s3"])
+def warehouse(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> str:
+    if request.param == "local":
+        return str(tmp_path / "warehouse")
+    endpoint = request.getfixturevalue("moto_server")
+    use_s3_endpoint(monkeypatch, endpoint)
+    return f"s3://{new_bucket(endpoint)}/warehouse"
+
+
+def test_table_reader_and_iterator_round_trip(warehouse: str) -> None:
+    root = warehouse_root(warehouse)
+    table = _table(5000)
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=700))
+    for i, data in enumerate([table, reader, iter(table.to_batches(max_chunksize=999))]):
+        path = partition_file(root, "t", f"2025-10-0{i + 1}")
+        result = write_parquet(path, data)
+        assert result.row_count == 5000
+        assert read_parquet(path).equals(table)
+
+
+def test_empty_reader_writes_schema_only_file(warehouse: str) -> None:
+    path = partition_file(warehouse_root(warehouse), "t", "2025-10-01")
+    schema = pa.schema([("i", pa.int64())])
+    write_parquet(path, pa.RecordBatchReader.from_batches(schema, iter([])))
+    assert read_parquet(path).schema == schema
+    assert read_parquet(path).num_rows == 0
+    with pytest.raises(WarehouseWriteError, match="no record batches"):
+        write_parquet(path, iter([]))
+
+
+def test_rewrite_is_byte_identical(warehouse: str) -> None:
+    path = partition_file(warehouse_root(warehouse), "t", "2025-10-01")
+    write_parquet(path, _table(20_000))
+    first = path.read_bytes()
+    write_parquet(path, iter(_table(20_000).to_batches(max_chunksize=3000)))
+    assert path.read_bytes() == first
+
+
+def test_row_groups_bounded_when_streaming(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(parquet_files, "ROW_GROUP_ROWS", 10_000)
+    path = UPath(tmp_path) / "t.parquet"
+    write_parquet(path, iter(_table(55_000).to_batches(max_chunksize=2500)))
+    meta = pq.ParquetFile(path.path).metadata
+    assert meta.num_rows == 55_000
+    assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= 10_000
+
+
+def _failing_stream(table: pa.Table, fail_after: int) -> Iterator[pa.RecordBatch]:
+    for i, batch in enumerate(table.to_batches(max_chunksize=1000)):
+        if i == fail_after:
+            raise RuntimeError("the source broke mid-stream")
+        yield batch
+
+
+def test_failed_write_keeps_previous_partition(warehouse: str) -> None:
+    path = partition_file(warehouse_root(warehouse), "t", "2025-10-01")
+    old = _table(3000)
+    write_parquet(path, old)
+    with pytest.raises(WarehouseWriteError, match="previous version of this partition, if any, is unchanged"):
+        write_parquet(path, _failing_stream(_table(9000, offset=100), fail_after=4))
+    assert read_parquet(path).equals(old)
+    assert [p.name for p in path.parent.iterdir()] == ["part-0.parquet"]  # no temporary left behind
+
+
+def test_reader_sees_old_or_new_partition_never_half(tmp_path) -> None:
+    path = partition_file(warehouse_root(str(tmp_path)), "t", "2025-10-01")
+    old, new = _table(10_000), _table(40_000, offset=7)
+    write_parquet(path, old)
+    release = threading.Event()
+
+    def slow_stream() -> Iterator[pa.RecordBatch]:
+        for i, batch in enumerate(new.to_batches(max_chunksize=5000)):
+            if i == 2:
+                release.wait(10)
+            yield batch
+
+    writer = threading.Thread(target=write_parquet, args=(path, slow_stream()))
+    writer.start()
+    time.sleep(0.2)
+    assert read_parquet(path).equals(old)  # mid-write: the old partition, whole
+    release.set()
+    writer.join()
+    assert read_parquet(path).equals(new)
+
+
+def test_concurrent_writers_leave_one_whole_partition(warehouse: str) -> None:
+    path = partition_file(warehouse_root(warehouse), "t", "2025-10-01")
+    tables = [_table(30_000, offset=k * 1000) for k in range(4)]
+    threads = [threading.Thread(target=write_parquet, args=(path, t)) for t in tables]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result = read_parquet(path)
+    assert any(result.equals(t) for t in tables)
+
+
+def _assets():
+    @asset(partitions_def=DAYS, io_manager_key="warehouse_io_manager", backfill_policy=BackfillPolicy.single_run())
+    def numbers(context):
+        out = {key: _table(100 * (i + 1), offset=i) for i, key in enumerate(context.partition_keys)}
+        return out if len(out) > 1 else next(iter(out.values()))
+
+    @asset(
+        partitions_def=DAYS,
+        io_manager_key="warehouse_io_manager",
+        backfill_policy=BackfillPolicy.single_run(),
+        ins={"numbers": AssetIn()},
+    )
+    def totals(context, numbers: dict[str, pa.Table]):
+        out = {k: pa.table({"n": [numbers[k].num_rows]}) for k in context.partition_keys}
+        return out if len(out) > 1 else next(iter(out.values()))
+
+    @asset(partitions_def=DAYS, io_manager_key="warehouse_io_manager", ins={"numbers": AssetIn()})
+    def concatenated(numbers: pa.Table) -> pa.Table:
+        return pa.table({"n": [numbers.num_rows]})
+
+    return numbers, totals, concatenated
+
+
+def test_io_manager_range_run_writes_each_partition(warehouse: str) -> None:
+    numbers, totals, _ = _assets()
+    io_manager = PartitionedParquetIOManager(warehouse_uri=warehouse)
+    result = materialize(
+        [numbers, totals],
+        resources={"warehouse_io_manager": io_manager},
+        tags=RANGE_TAGS,
+        instance=DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    root = warehouse_root(warehouse)
+    for i, day in enumerate(["2025-10-02", "2025-10-03", "2025-10-04"]):
+        assert read_parquet(partition_file(root, "numbers", day)).num_rows == 100 * (i + 1)
+        assert read_parquet(partition_file(root, "totals", day)).column("n").to_pylist() == [100 * (i + 1)]
+    mats = result.asset_materializations_for_node("numbers")
+    assert sorted(m.partition for m in mats) == ["2025-10-02", "2025-10-03", "2025-10-04"]
+    metadata = mats[0].metadata
+    assert metadata["dagster/row_count"].value == 600
+    assert [c.name for c in metadata["dagster/column_schema"].schema.columns] == ["i", "s"]
+    assert metadata["partition_row_counts"].value == {"2025-10-02": 100, "2025-10-03": 200, "2025-10-04": 300}
+
+
+def test_io_manager_single_partition_and_missing_upstream(tmp_path) -> None:
+    numbers, _, concatenated = _assets()
+    resources = {"warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=str(tmp_path))}
+    instance = DagsterInstance.ephemeral()
+    assert materialize([numbers], partition_key="2025-10-05", resources=resources, instance=instance).success
+    mat = materialize([numbers, concatenated], partition_key="2025-10-05", resources=resources, instance=instance)
+    assert mat.asset_materializations_for_node("numbers")[0].metadata["uri"].value.endswith(
+        "numbers/date=2025-10-05/part-0.parquet"
+    )
+    result = materialize(
+        [concatenated, numbers.to_source_asset()],
+        partition_key="2025-10-06",
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "numbers has no materialized partition for 2025-10-06" in str(failure.event_specific_data.error)
+
+
+def test_s3_going_away_mid_write_fails_clearly_and_keeps_old_partition(tmp_path, monkeypatch) -> None:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    use_s3_endpoint(monkeypatch, endpoint)
+    monkeypatch.setattr(parquet_files, "ROW_GROUP_ROWS", 20_000)  # several row groups: the upload is underway
+    warehouse = f"s3://{new_bucket(endpoint)}/wh"
+    resources = {"warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=warehouse)}
+    old = _table(1000)
+
+    @asset(partitions_def=DAYS, io_manager_key="warehouse_io_manager", name="numbers")
+    def numbers_v1() -> pa.Table:
+        return old
+
+    @asset(partitions_def=DAYS, io_manager_key="warehouse_io_manager", name="numbers")
+    def numbers_v2() -> pa.RecordBatchReader:
+        new = _table(200_000)
+
+        def stream() -> Iterator[pa.RecordBatch]:
+            for i, batch in enumerate(new.to_batches(max_chunksize=10_000)):
+                if i == 5:
+                    server.stop()
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(new.schema, stream())
+
+    instance = DagsterInstance.ephemeral()
+    assert materialize([numbers_v1], partition_key="2025-10-03", resources=resources, instance=instance).success
+    started = time.monotonic()
+    result = materialize(
+        [numbers_v2], partition_key="2025-10-03", resources=resources, instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    assert time.monotonic() - started < 120
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = str(failure.event_specific_data.error)
+    assert "numbers/date=2025-10-03/part-0.parquet failed" in message
+    assert "previous version of this partition, if any, is unchanged" in message
+
+    restarted = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    restarted.start()
+    try:
+        assert read_parquet(partition_file(warehouse_root(warehouse), "numbers", "2025-10-03")).equals(old)
+    finally:
+        restarted.stop()
