@@ -12,7 +12,6 @@ from replay_assets.io.parquet_io_manager import PartitionedParquetIOManager
 from replay_assets.resources.replay_store import ReplayStore
 from replay_assets.resources.warehouse_sql import WarehouseDuckDB
 
-
 ASSETS = [raw_replay_listings]
 
 

@@ -33,7 +33,9 @@ RANGE_TAGS = {
 
 
 def _table(n: int, offset: int = 0) -> pa.Table:
-    return pa.table({"i": pa.array(range(offset, offset + n), pa.int64()), "s": [f"v{k % 7}" for k in range(n)]})
+    return pa.table(
+        {"i": pa.array(range(offset, offset + n), pa.int64()), "s": [f"v{k % 7}" for k in range(n)]}
+    )
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -134,7 +136,11 @@ def test_concurrent_writers_leave_one_whole_partition(warehouse: str) -> None:
 
 
 def _assets():
-    @asset(partitions_def=DAYS, io_manager_key="warehouse_io_manager", backfill_policy=BackfillPolicy.single_run())
+    @asset(
+        partitions_def=DAYS,
+        io_manager_key="warehouse_io_manager",
+        backfill_policy=BackfillPolicy.single_run(),
+    )
     def numbers(context):
         out = {key: _table(100 * (i + 1), offset=i) for i, key in enumerate(context.partition_keys)}
         return out if len(out) > 1 else next(iter(out.values()))
@@ -183,9 +189,13 @@ def test_io_manager_single_partition_and_missing_upstream(tmp_path) -> None:
     resources = {"warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=str(tmp_path))}
     instance = DagsterInstance.ephemeral()
     assert materialize([numbers], partition_key="2025-10-05", resources=resources, instance=instance).success
-    mat = materialize([numbers, concatenated], partition_key="2025-10-05", resources=resources, instance=instance)
-    assert mat.asset_materializations_for_node("numbers")[0].metadata["uri"].value.endswith(
-        "numbers/date=2025-10-05/part-0.parquet"
+    mat = materialize(
+        [numbers, concatenated], partition_key="2025-10-05", resources=resources, instance=instance
+    )
+    assert (
+        mat.asset_materializations_for_node("numbers")[0]
+        .metadata["uri"]
+        .value.endswith("numbers/date=2025-10-05/part-0.parquet")
     )
     result = materialize(
         [concatenated, numbers.to_source_asset()],
@@ -229,7 +239,9 @@ def test_s3_going_away_mid_write_fails_clearly_and_keeps_old_partition(tmp_path,
         return pa.RecordBatchReader.from_batches(new.schema, stream())
 
     instance = DagsterInstance.ephemeral()
-    assert materialize([numbers_v1], partition_key="2025-10-03", resources=resources, instance=instance).success
+    assert materialize(
+        [numbers_v1], partition_key="2025-10-03", resources=resources, instance=instance
+    ).success
     started = time.monotonic()
     result = materialize(
         [numbers_v2], partition_key="2025-10-03", resources=resources, instance=instance, raise_on_error=False

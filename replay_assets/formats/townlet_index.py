@@ -2,7 +2,8 @@
 
 The producer keeps the database in WAL mode and may be writing while we read, so the index is opened
 read-only and copied into memory with SQLite's backup API: one consistent snapshot, no locks held
-while the rows are used.
+while the rows are used. When no ``-wal`` file exists no producer has it open, and the file is opened
+``immutable`` so that reading creates no ``-wal``/``-shm`` files beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ class TownletIndexError(ValueError):
 def snapshot_index(db_path: Path) -> sqlite3.Connection:
     """An in-memory copy of the database at ``db_path``, taken read-only."""
     try:
-        source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        live = Path(f"{db_path}-wal").exists()
+        mode = "mode=ro" if live else "mode=ro&immutable=1"
+        source = sqlite3.connect(f"file:{db_path}?{mode}", uri=True)
         try:
             snapshot = sqlite3.connect(":memory:")
             source.backup(snapshot)

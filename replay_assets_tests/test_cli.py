@@ -1,0 +1,213 @@
+"""The real command lines: ``dagster asset materialize``, webserver + daemon backfills, ``replay-assets``."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import DagsterInstance
+from dagster._core.execution.backfill import BulkActionStatus
+
+from replay_assets_tests.conftest import REPO_ROOT, SC2_DAY
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def dagster_env(shared_landing: Path, tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REPLAY_"))}
+    env.update(
+        DAGSTER_HOME=str(home),
+        REPLAY_LANDING_URI=str(shared_landing),
+        REPLAY_WAREHOUSE_URI=str(tmp_path / "warehouse"),
+    )
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _listing_rows(warehouse: str) -> list[tuple]:
+    conn = duckdb.connect()
+    glob = f"{warehouse}/raw_replay_listings/date=*/*.parquet"
+    return conn.execute(
+        f"SELECT date, source, count(*) FROM read_parquet('{glob}', hive_partitioning=true) "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+
+
+def test_dagster_asset_materialize_partition_range(dagster_env: dict[str, str], tmp_path: Path) -> None:
+    result = _run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "replay_assets.definitions",
+            "--select",
+            "raw_replay_listings",
+            "--partition-range",
+            "2025-10-14...2025-10-15",
+        ],
+        dagster_env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _listing_rows(dagster_env["REPLAY_WAREHOUSE_URI"]) == [
+        (dt.date(2025, 10, 14), "metta", 9),
+        (dt.date(2025, 10, 14), "tmrl", 2),
+        (dt.date(2025, 10, 14), "townlet", 10),
+        (SC2_DAY, "sc2", 11),
+        (SC2_DAY, "tmrl", 2),
+        (SC2_DAY, "townlet", 10),
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not up after {seconds}s: {log.read_text()[-3000:]}")
+
+
+def test_backfill_through_webserver_runs_on_the_daemon(dagster_env: dict[str, str], tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    web_log, daemon_log = tmp_path / "webserver.log", tmp_path / "daemon.log"
+    webserver = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    daemon = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+    with _process(webserver, dagster_env, web_log) as web, _process(daemon, dagster_env, daemon_log):
+        _wait_for(f"{url}/server_info", web, web_log)
+        launched = _run(
+            [
+                str(BIN / "replay-assets"),
+                "backfill",
+                "--start-date",
+                "2025-10-14",
+                "--end-date",
+                "2025-10-15",
+                "--webserver",
+                url,
+            ],
+            dagster_env,
+            cwd=tmp_path,
+        )
+        assert launched.returncode == 0, launched.stderr
+        backfill_id = launched.stdout.split("launched backfill ")[1].split()[0]
+        with _instance(dagster_env["DAGSTER_HOME"]) as instance:
+            deadline = time.monotonic() + 240
+            while (backfill := instance.get_backfill(backfill_id)).status == BulkActionStatus.REQUESTED:
+                assert time.monotonic() < deadline, daemon_log.read_text()[-3000:]
+                time.sleep(2)
+            assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, daemon_log.read_text()[-3000:]
+            (run,) = instance.get_runs()  # single-run backfill policy: one run for the whole range
+            assert run.tags["dagster/backfill"] == backfill_id
+    days = {row[0] for row in _listing_rows(dagster_env["REPLAY_WAREHOUSE_URI"])}
+    assert days == {dt.date(2025, 10, 14), SC2_DAY}
+
+
+def test_backfill_all_finds_the_range_and_records_one_run(
+    dagster_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = _run(
+        [str(BIN / "replay-assets"), "backfill", "--all", "--end-date", "2025-10-16"], dagster_env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2025-10-14..2025-10-16" in result.stdout  # earliest landed day found from the landing zone
+    with _instance(dagster_env["DAGSTER_HOME"]) as instance:
+        (run,) = instance.get_runs()
+        assert run.tags["dagster/asset_partition_range_start"] == "2025-10-14"
+        assert run.tags["dagster/asset_partition_range_end"] == "2025-10-16"
+    query = _run(
+        [
+            str(BIN / "replay-assets"),
+            "query",
+            "--csv",
+            "SELECT date, count(*) AS n FROM raw_replay_listings GROUP BY date ORDER BY date",
+        ],
+        dagster_env,
+        tmp_path,
+    )
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.splitlines() == ["date,n", "2025-10-14,21", "2025-10-15,23", "2025-10-16,12"]
+
+
+@contextlib.contextmanager
+def _instance(home: str) -> Iterator[DagsterInstance]:
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = home
+    try:
+        with DagsterInstance.get() as instance:
+            yield instance
+    finally:
+        if old is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = old
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["query", "SELECT * FROM no_such_table"], "no_such_table"),
+        (
+            ["backfill", "--start-date", "2025-10-14", "--end-date", "2099-01-01"],
+            "after the last complete day",
+        ),
+        (["backfill"], "give --all or --start-date"),
+        (["backfill", "--start-date", "2025-10-14", "--select", "nope"], "unknown assets ['nope']"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    dagster_env: dict[str, str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = _run([str(BIN / "replay-assets"), *args], dagster_env, tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_backfill_all_on_missing_landing_zone(dagster_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**dagster_env, "REPLAY_LANDING_URI": str(tmp_path / "nowhere")}
+    result = _run([str(BIN / "replay-assets"), "backfill", "--all"], env, tmp_path)
+    assert result.returncode == 1
+    assert f"landing zone {tmp_path / 'nowhere'} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
