@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -125,9 +126,10 @@ def run_in_process(defs: Definitions, keys: Sequence[AssetKey], days: DayRange) 
     """One run over the whole range (the assets' single-run backfill policy), recorded in DAGSTER_HOME."""
     try:
         instance = DagsterInstance.get()
-    except DagsterError as exc:  # DAGSTER_HOME unset or not a folder
+    except DagsterError:  # DAGSTER_HOME unset or not a folder
         raise BackfillError(
-            f"{exc}. Set DAGSTER_HOME (the Makefile uses .dagster_home) to keep the run in the UI history."
+            f"DAGSTER_HOME is {os.environ.get('DAGSTER_HOME')!r}: set it to a folder holding dagster.yaml "
+            "(the Makefile uses .dagster_home) so the run is kept in the UI history"
         ) from None
     job = defs.resolve_implicit_global_asset_job_def()
     tags = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,16 +107,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from replay_assets.backfill import yesterday_utc
     from replay_assets.config import Settings
     from replay_assets.datasets.sql import connect
-    from replay_assets.sample_data.landing import write_sample_landing_zone
+    from replay_assets.sample_data.landing import SAMPLE_MARKER, write_sample_landing_zone
 
     settings = Settings.from_env()
     if "://" in settings.landing_uri:
         raise ValueError("the demo writes its sample data to a local landing zone; unset REPLAY_LANDING_URI")
     end = yesterday_utc()
     start = end - dt.timedelta(days=args.days - 1)
-    counts = write_sample_landing_zone(
-        Path(settings.landing_uri), days=args.days, end_date=end, seed=args.seed
-    )
+    landing = Path(settings.landing_uri)
+    if landing.exists() and any(landing.iterdir()):
+        if not (landing / SAMPLE_MARKER).exists():
+            raise ValueError(
+                f"{landing} holds data sample-data did not write; set REPLAY_LANDING_URI elsewhere"
+            )
+        shutil.rmtree(landing)  # a previous demo's landing zone: rewrite it for the current days
+    counts = write_sample_landing_zone(landing, days=args.days, end_date=end, seed=args.seed)
     print(f"sample landing zone {settings.landing_uri}: {counts}")
     _run_backfill(start, end, None, None)
     conn = connect(settings.warehouse_uri)

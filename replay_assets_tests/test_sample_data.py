@@ -21,7 +21,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from replay_assets.sample_data.landing import write_sample_landing_zone
+from replay_assets.sample_data.landing import SAMPLE_MARKER, write_sample_landing_zone
 from replay_assets.sample_data.metta import metta_replay_bytes
 from replay_assets.sample_data.tmrl import tmrl_player_run_bytes
 from replay_assets.sample_data.townlet import (
@@ -536,7 +536,8 @@ def test_landing_is_deterministic(landing_pair: tuple[Path, Path, dict[str, int]
     first, second, counts = landing_pair
     names = files_under(first)
     assert names == files_under(second)
-    assert len(names) == sum(counts.values())
+    assert len(names) == sum(counts.values()) + 1  # + the SAMPLE_MARKER file
+    assert Path(SAMPLE_MARKER) in names
     for name in names:
         if name.suffix != ".db":
             assert (first / name).read_bytes() == (second / name).read_bytes(), name

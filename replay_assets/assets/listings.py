@@ -1,6 +1,5 @@
 """``raw_replay_listings``: one row per raw replay file of a day, the input of every other asset."""
 
-
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterator

@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +20,19 @@ from replay_assets.errors import ReplayAssetsError
 from replay_assets.layout import is_local
 
 TableLike = pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]
+
+
+@dataclass(frozen=True)
+class PartitionStream:
+    """Batches plus a report that is only complete once every batch has been written.
+
+    A source asset learns which replays failed while its batches stream into the file; the IO
+    manager calls ``report()`` after the write and attaches the result to the materialization.
+    """
+
+    batches: pa.RecordBatchReader
+    report: Callable[[], dict[str, Any]]
+
 
 # A row group is flushed when the buffered batches reach either limit: memory stays bounded by the
 # row group, not by the partition, and the chunking depends only on the input, so output is stable.

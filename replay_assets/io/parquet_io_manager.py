@@ -1,9 +1,10 @@
 """The warehouse IO manager: one implementation for a local folder and for ``s3://``.
 
-An asset returns a ``pyarrow.Table`` or, to stream, a ``pyarrow.RecordBatchReader`` for its
-partition (a bare generator would be taken by Dagster for a stream of events; ``Output(iterator)``
-works too); in a range run (a single-run backfill or ``--partition-range``) it returns
-a mapping from partition key to one of those, and each partition still gets its own file.
+An asset returns, for its partition, a ``pyarrow.Table``; or, to stream, a ``pyarrow.RecordBatchReader``
+(a bare generator would be taken by Dagster for a stream of events; ``Output(iterator)`` works too);
+or a ``PartitionStream`` whose report joins the metadata after the write. In a range run (a
+single-run backfill or ``--partition-range``) it returns a mapping from partition key to one of those,
+and each partition still gets its own file.
 """
 
 from collections.abc import Mapping
@@ -21,13 +22,23 @@ from dagster import (
 from pydantic import PrivateAttr
 from upath import UPath
 
-from replay_assets.io.parquet_files import read_parquet, write_parquet
+from replay_assets.io.parquet_files import PartitionStream, read_parquet, write_parquet
 from replay_assets.layout import is_local, partition_file, warehouse_root
 
 
 def table_schema(schema: pa.Schema) -> TableSchema:
     """The Arrow schema as Dagster column metadata, shown in the UI's column view."""
     return TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in schema])
+
+
+def _merge_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One partition's report as is; for a range, numeric totals plus every partition's report."""
+    if len(reports) <= 1:
+        return next(iter(reports.values()), {})
+    numeric = {k for r in reports.values() for k, v in r.items() if isinstance(v, int | float)}
+    merged: dict[str, Any] = {k: sum(r.get(k, 0) for r in reports.values()) for k in sorted(numeric)}
+    merged["partition_reports"] = MetadataValue.json(reports)
+    return merged
 
 
 def _uri_metadata(path: UPath) -> MetadataValue:
@@ -55,16 +66,21 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         )
         per_partition = self._split_by_partition(asset_key, keys, obj)
         counts: dict[str, int] = {}
+        reports: dict[str, dict[str, Any]] = {}
         schema = None
         uris = []
         for key, data in per_partition.items():
             path = self.path_for(asset_key, key)
-            result = write_parquet(path, data)
+            stream = data if isinstance(data, PartitionStream) else None
+            result = write_parquet(path, stream.batches if stream else data)
             context.log.debug(f"wrote {result.row_count} rows to {result.uri}")
             counts[key or "all"] = result.row_count
+            if stream:
+                reports[key or "all"] = stream.report()
             schema = result.schema
             uris.append(path)
         metadata: dict[str, Any] = {
+            **_merge_reports(reports),
             "dagster/row_count": sum(counts.values()),
             "dagster/column_schema": table_schema(schema),
             "uri": _uri_metadata(uris[0]) if len(uris) == 1 else MetadataValue.json([str(u) for u in uris]),

@@ -51,6 +51,10 @@ _REASONS = (
 )  # fmt: skip
 
 
+# Marks a landing zone as generated, so the demo may replace it without touching real data.
+SAMPLE_MARKER = "SAMPLE_DATA.txt"
+
+
 def write_sample_landing_zone(root: Path, *, days: int, end_date: dt.date, seed: int = 0) -> dict[str, int]:
     """Write ``days`` UTC days ending at ``end_date`` (inclusive); return files written per source.
 
@@ -63,6 +67,10 @@ def write_sample_landing_zone(root: Path, *, days: int, end_date: dt.date, seed:
         raise ValueError("days must be >= 1")
     root = Path(root)
     dates = [end_date - dt.timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / SAMPLE_MARKER
+    marker.write_text("written by replay-assets sample-data; safe to delete\n")
+    _touch(marker, _at(dates[0], 0))
     counts = {"metta": 0, "townlet": 0, "tmrl": 0}
     episodes: list[TownletEpisode] = []
     for day in dates:

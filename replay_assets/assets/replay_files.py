@@ -1,0 +1,69 @@
+"""What every source asset does with the day's files: pick them from the listing, read them whole,
+verify them against the listing, and turn any per-file error into a failure row."""
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from replay_assets.errors import ReplayAssetsError
+from replay_assets.formats.schemas import REPLAY_FAILURES
+from replay_assets.landing.backends import LandingBackend
+from replay_assets.landing.listing import OK
+
+MAX_REPORTED_FAILURES = 20
+
+
+class ReplayFileChanged(ReplayAssetsError):
+    """The file's bytes no longer match the sha256 recorded by raw_replay_listings."""
+
+
+def listed_files(listings: pa.Table, source: str) -> list[dict[str, Any]]:
+    """The readable files of one source in a day's listing, in path order."""
+    rows = [r for r in listings.to_pylist() if r["source"] == source and r["status"] == OK]
+    return sorted(rows, key=lambda r: r["relative_path"])
+
+
+def read_listed_file(backend: LandingBackend, row: dict[str, Any]) -> bytes:
+    """The file's bytes, checked against the listing so a sample always traces to the listed file."""
+    with backend.open(row["relative_path"]) as handle:
+        data = handle.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != row["sha256"]:
+        raise ReplayFileChanged(
+            f"{row['uri']}: changed since it was listed (sha256 {digest[:12]}..., listed "
+            f"{row['sha256'][:12]}...); re-materialize raw_replay_listings first"
+        )
+    return data
+
+
+@dataclass
+class FailureLog:
+    """Failures of one partition, in the order they happened."""
+
+    day: dt.date
+    source: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any], exc: BaseException) -> None:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if row["uri"] not in reason:
+            reason = f"{row['uri']}: {reason}"
+        self.rows.append(
+            {
+                "date": self.day,
+                "source": self.source,
+                "source_uri": row["uri"],
+                "source_sha256": row.get("sha256"),
+                "error_class": type(exc).__name__,
+                "reason": reason,
+            }
+        )
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.rows, schema=REPLAY_FAILURES)
+
+    def summary(self) -> list[str]:
+        return [r["reason"] for r in self.rows[:MAX_REPORTED_FAILURES]]
