@@ -146,3 +146,35 @@ def test_a_day_where_every_replay_fails_fails_its_check(tmp_path: Path) -> None:
     assert _checks(result)["replays_decoded"] == (False, "ERROR")
     conn = connect(str(tmp_path / "warehouse"))
     assert conn.sql("SELECT count(*) FROM metta_replay_failures").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_loaders_read_what_the_asset_wrote(
+    storage: str, shared_landing: Path, tmp_path: Path, request
+) -> None:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from replay_assets.datasets import MettaSampleStream, ReplayDataset
+
+    if storage == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        upload_tree(shared_landing, bucket, "landing")
+        landing, warehouse = f"s3://{bucket}/landing", f"s3://{bucket}/warehouse"
+    else:
+        landing, warehouse = str(shared_landing), str(tmp_path / "warehouse")
+    assert _run(landing, warehouse).success
+    expected = (
+        connect(warehouse).sql("SELECT count(*) FROM metta_action_samples WHERE agent_id = 1").fetchone()[0]
+    )
+
+    dataset = ReplayDataset(dates=[DAY], base_path=warehouse, filters={"agent_id": "= 1"})
+    assert len(dataset) == expected > 0
+    batch = next(iter(DataLoader(dataset, batch_size=256, shuffle=True)))
+    assert batch["observation"]["location"].shape == (256, 2)
+    assert torch.all(batch["agent_id"] == 1)
+
+    stream = MettaSampleStream(
+        dates=[DAY], base_path=warehouse, filters={"agent_id": "= 1"}, batch_size=512, seed=0
+    )
+    assert sum(b["action"].shape[0] for b in stream) == expected

@@ -1,0 +1,58 @@
+"""Loaders users import: torch datasets over the warehouse and a DuckDB connection to query it.
+
+Names resolve on first use (module ``__getattr__``), so ``import replay_assets.datasets`` stays fast and
+pulls in neither torch, DuckDB, pyarrow nor Dagster until a loader is actually touched.
+
+- ``ReplayDataset``: map-style ``torch.utils.data.Dataset`` of ``metta_action_samples`` samples.
+- ``MettaSampleStream``: the fast path, an ``IterableDataset`` of ready tensor batches.
+- ``connect``: an in-memory DuckDB connection with one view per asset.
+- ``parse_filters`` / ``filters_sql``: the ``filters`` mini-language, reusable with DuckDB parameters.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ReplayDataset": "replay_assets.datasets.metta",
+    "MettaSampleStream": "replay_assets.datasets.metta",
+    "connect": "replay_assets.datasets.sql",
+    "parse_filters": "replay_assets.datasets.filters",
+    "filters_sql": "replay_assets.datasets.filters",
+    "filters_expression": "replay_assets.datasets.filters",
+    "FilterError": "replay_assets.datasets.filters",
+    "MissingPartitionsError": "replay_assets.datasets.warehouse",
+    "MissingPartitionsWarning": "replay_assets.datasets.warehouse",
+}
+
+__all__ = [
+    "FilterError",
+    "MettaSampleStream",
+    "MissingPartitionsError",
+    "MissingPartitionsWarning",
+    "ReplayDataset",
+    "connect",
+    "filters_expression",
+    "filters_sql",
+    "parse_filters",
+]
+
+if TYPE_CHECKING:
+    from replay_assets.datasets.filters import FilterError, filters_expression, filters_sql, parse_filters
+    from replay_assets.datasets.metta import MettaSampleStream, ReplayDataset
+    from replay_assets.datasets.sql import connect
+    from replay_assets.datasets.warehouse import MissingPartitionsError, MissingPartitionsWarning
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # resolve once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
