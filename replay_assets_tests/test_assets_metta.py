@@ -178,3 +178,26 @@ def test_loaders_read_what_the_asset_wrote(
         dates=[DAY], base_path=warehouse, filters={"agent_id": "= 1"}, batch_size=512, seed=0
     )
     assert sum(b["action"].shape[0] for b in stream) == expected
+
+
+@pytest.mark.parametrize("selected", ["metta_action_samples", "metta_replay_failures"])
+def test_each_output_can_be_materialized_alone(selected: str, shared_landing: Path, tmp_path: Path) -> None:
+    _add_bad_replays(shared_landing)
+    warehouse = tmp_path / "warehouse"
+    resources = build_resources(_settings(str(shared_landing), str(warehouse)))
+    instance = DagsterInstance.ephemeral()
+    assert materialize(
+        [raw_replay_listings], partition_key=DAY, resources=resources, instance=instance
+    ).success
+    result = materialize(
+        [metta_action_samples, raw_replay_listings.to_source_asset()],
+        partition_key=DAY,
+        resources=resources,
+        instance=instance,
+        selection=[selected],
+    )
+    assert result.success
+    written = sorted(p.name for p in warehouse.iterdir())
+    assert written == sorted(["raw_replay_listings", selected])
+    rows = connect(str(warehouse)).sql(f"SELECT count(*) FROM {selected}").fetchone()[0]
+    assert rows == 3 if selected == "metta_replay_failures" else rows > 1000

@@ -146,11 +146,14 @@ def _checks(warehouse_sql: WarehouseDuckDB, first: str, last: str, failures: lis
 
 @multi_asset(
     outs={
-        SAMPLES: AssetOut(io_manager_key="warehouse_io_manager", kinds={"parquet"}, group_name="metta"),
+        SAMPLES: AssetOut(
+            io_manager_key="warehouse_io_manager", kinds={"parquet"}, group_name="metta", is_required=False
+        ),
         FAILURES: AssetOut(
             io_manager_key="warehouse_io_manager",
             kinds={"parquet"},
             group_name="metta",
+            is_required=False,
             description="MettaScope replays of the day that could not be used, with the reason.",
         ),
     },
@@ -174,6 +177,7 @@ def _checks(warehouse_sql: WarehouseDuckDB, first: str, last: str, failures: lis
         ),
     ],
     name="metta_action_samples_assets",
+    can_subset=True,
 )
 def metta_action_samples(
     context: AssetExecutionContext,
@@ -192,11 +196,18 @@ def metta_action_samples(
         for key in keys
     }
     replays = sum(len(listed_files(raw_replay_listings[key], "metta")) for key in keys)
-    yield Output(streams if len(keys) > 1 else streams[keys[0]], output_name=SAMPLES)
-    tables = {key: log.table() for key, log in failures.items()}
-    yield Output(
-        tables if len(keys) > 1 else tables[keys[0]],
-        output_name=FAILURES,
-        metadata={"failed_replays": sum(t.num_rows for t in tables.values())},
-    )
-    yield from _checks(warehouse_sql, keys[0], keys[-1], list(failures.values()), replays)
+    selected = context.op_execution_context.selected_output_names
+    if SAMPLES in selected:
+        yield Output(streams if len(keys) > 1 else streams[keys[0]], output_name=SAMPLES)
+    else:  # only the failures table was asked for: decode to find them, keep nothing
+        for stream in streams.values():
+            stream.batches.read_all().num_rows  # noqa: B018 - draining the stream is the point
+    if FAILURES in selected:
+        tables = {key: log.table() for key, log in failures.items()}
+        yield Output(
+            tables if len(keys) > 1 else tables[keys[0]],
+            output_name=FAILURES,
+            metadata={"failed_replays": sum(t.num_rows for t in tables.values())},
+        )
+    if SAMPLES in selected:
+        yield from _checks(warehouse_sql, keys[0], keys[-1], list(failures.values()), replays)
