@@ -259,3 +259,20 @@ def test_s3_going_away_mid_write_fails_clearly_and_keeps_old_partition(tmp_path,
         assert read_parquet(partition_file(warehouse_root(warehouse), "numbers", "2025-10-03")).equals(old)
     finally:
         restarted.stop()
+
+
+def test_asset_metadata_sets_row_group_size(tmp_path) -> None:
+    @asset(
+        partitions_def=DAYS, io_manager_key="warehouse_io_manager", metadata={"parquet_row_group_rows": 1000}
+    )
+    def small_groups() -> pa.Table:
+        return _table(4500)
+
+    resources = {"warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=str(tmp_path))}
+    assert materialize(
+        [small_groups], partition_key="2025-10-02", resources=resources, instance=DagsterInstance.ephemeral()
+    ).success
+    meta = pq.ParquetFile(
+        partition_file(warehouse_root(str(tmp_path)), "small_groups", "2025-10-02").path
+    ).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 1000, 1000, 500]

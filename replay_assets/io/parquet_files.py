@@ -73,7 +73,9 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
     yield from rest
 
 
-def _write_stream(sink: BinaryIO, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> int:
+def _write_stream(
+    sink: BinaryIO, schema: pa.Schema, batches: Iterator[pa.RecordBatch], group_rows: int
+) -> int:
     """Write batches as row groups of bounded size; return the row count."""
     rows = 0
     pending: list[pa.RecordBatch] = []
@@ -83,7 +85,7 @@ def _write_stream(sink: BinaryIO, schema: pa.Schema, batches: Iterator[pa.Record
         def flush() -> None:
             nonlocal pending, pending_rows, pending_bytes
             if pending:
-                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=ROW_GROUP_ROWS)
+                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=group_rows)
             pending, pending_rows, pending_bytes = [], 0, 0
 
         for batch in batches:
@@ -93,7 +95,7 @@ def _write_stream(sink: BinaryIO, schema: pa.Schema, batches: Iterator[pa.Record
             pending_rows += batch.num_rows
             pending_bytes += batch.nbytes
             rows += batch.num_rows
-            if pending_rows >= ROW_GROUP_ROWS or pending_bytes >= ROW_GROUP_BYTES:
+            if pending_rows >= group_rows or pending_bytes >= ROW_GROUP_BYTES:
                 flush()
         flush()
     return rows
@@ -131,12 +133,16 @@ def _atomic_sink(path: UPath) -> Iterator[BinaryIO]:
     sink.close()
 
 
-def write_parquet(path: UPath, data: TableLike) -> WriteResult:
-    """Stream ``data`` into one Parquet file at ``path``, replacing any old file atomically."""
+def write_parquet(path: UPath, data: TableLike, row_group_rows: int | None = None) -> WriteResult:
+    """Stream ``data`` into one Parquet file at ``path``, replacing any old file atomically.
+
+    ``row_group_rows`` (default ``ROW_GROUP_ROWS``): smaller groups let a reader fetch one episode
+    without decoding a million rows; larger ones compress and scan better.
+    """
     try:
         schema, batches = _as_batches(data)
         with _atomic_sink(path) as sink:
-            rows = _write_stream(sink, schema, batches)
+            rows = _write_stream(sink, schema, batches, row_group_rows or ROW_GROUP_ROWS)
     except Exception as exc:
         raise WarehouseWriteError(
             f"writing {path} failed ({type(exc).__name__}: {exc}); "

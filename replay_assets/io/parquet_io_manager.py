@@ -25,6 +25,9 @@ from upath import UPath
 from replay_assets.io.parquet_files import PartitionStream, read_parquet, write_parquet
 from replay_assets.layout import is_local, partition_file, warehouse_root
 
+# Definition metadata an asset sets to choose its Parquet row-group size (see write_parquet).
+ROW_GROUP_ROWS_METADATA = "parquet_row_group_rows"
+
 
 def table_schema(schema: pa.Schema) -> TableSchema:
     """The Arrow schema as Dagster column metadata, shown in the UI's column view."""
@@ -65,6 +68,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
             list(context.asset_partition_keys) if context.has_asset_partitions else [None]
         )
         per_partition = self._split_by_partition(asset_key, keys, obj)
+        group_rows = (context.definition_metadata or {}).get(ROW_GROUP_ROWS_METADATA)
         counts: dict[str, int] = {}
         reports: dict[str, dict[str, Any]] = {}
         schema = None
@@ -72,7 +76,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         for key, data in per_partition.items():
             path = self.path_for(asset_key, key)
             stream = data if isinstance(data, PartitionStream) else None
-            result = write_parquet(path, stream.batches if stream else data)
+            result = write_parquet(path, stream.batches if stream else data, group_rows)
             context.log.debug(f"wrote {result.row_count} rows to {result.uri}")
             counts[key or "all"] = result.row_count
             if stream:
