@@ -35,6 +35,7 @@ daemon: setup
 
 bench: setup
 	$(BIN)/python bench/io_manager.py
+	$(BIN)/python bench/metta.py
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) data build *.egg-info
