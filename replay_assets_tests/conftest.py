@@ -93,3 +93,14 @@ def upload_tree(local_root: Path, bucket: str, prefix: str) -> None:
     for path in sorted(local_root.rglob("*")):
         if path.is_file():
             client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local_root).as_posix()}")
+
+
+def landing_and_warehouse(
+    storage: str, landing: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[str, str]:
+    """URIs of a landing zone (uploaded to a fresh bucket for "s3") and an empty warehouse beside it."""
+    if storage == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        upload_tree(landing, bucket, "landing")
+        return f"s3://{bucket}/landing", f"s3://{bucket}/warehouse"
+    return str(landing), str(tmp_path / "warehouse")

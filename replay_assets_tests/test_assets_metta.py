@@ -17,7 +17,7 @@ from replay_assets.datasets.sql import connect
 from replay_assets.definitions import build_resources
 from replay_assets.io.parquet_files import read_parquet
 from replay_assets.layout import partition_file, warehouse_root
-from replay_assets_tests.conftest import METTA_DAY, upload_tree
+from replay_assets_tests.conftest import METTA_DAY, landing_and_warehouse
 
 DAY = METTA_DAY.isoformat()
 REAL_REPLAYS = 9
@@ -66,12 +66,7 @@ def test_samples_and_failures_from_real_replays(
     storage: str, shared_landing: Path, tmp_path: Path, request
 ) -> None:
     bad = _add_bad_replays(shared_landing)
-    if storage == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
-        upload_tree(shared_landing, bucket, "landing")
-        landing, warehouse = f"s3://{bucket}/landing", f"s3://{bucket}/warehouse"
-    else:
-        landing, warehouse = str(shared_landing), str(tmp_path / "warehouse")
+    landing, warehouse = landing_and_warehouse(storage, shared_landing, tmp_path, request)
     result = _run(landing, warehouse)
     assert result.success
 
@@ -157,12 +152,7 @@ def test_loaders_read_what_the_asset_wrote(
 
     from replay_assets.datasets import MettaSampleStream, ReplayDataset
 
-    if storage == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
-        upload_tree(shared_landing, bucket, "landing")
-        landing, warehouse = f"s3://{bucket}/landing", f"s3://{bucket}/warehouse"
-    else:
-        landing, warehouse = str(shared_landing), str(tmp_path / "warehouse")
+    landing, warehouse = landing_and_warehouse(storage, shared_landing, tmp_path, request)
     assert _run(landing, warehouse).success
     expected = (
         connect(warehouse).sql("SELECT count(*) FROM metta_action_samples WHERE agent_id = 1").fetchone()[0]

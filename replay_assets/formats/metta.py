@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from replay_assets.errors import ReplayAssetsError
+from replay_assets.errors import FileFormatError
 from replay_assets.formats import detect
 from replay_assets.formats.schemas import METTA_ACTION_SAMPLES
 
@@ -81,17 +81,8 @@ _NUMERIC_KINDS = "biuf"
 _FROZEN_KEYS = ("is_frozen", "freeze_remaining", "agent:frozen", "frozen")
 
 
-class ReplayFormatError(ReplayAssetsError, ValueError):
+class ReplayFormatError(FileFormatError):
     """A replay file this reader cannot decode; the one-line message names the file and the reason."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        self.reason = " ".join(reason.split())
-        super().__init__(f"{name}: {self.reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Executors pickle exceptions across processes; the default would call __init__(message).
-        return (type(self), (self.name, self.reason))
 
 
 @dataclass(frozen=True)
