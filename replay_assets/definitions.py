@@ -7,13 +7,14 @@ from dagster_aws.s3 import S3Resource
 
 from replay_assets.assets.listings import raw_replay_listings
 from replay_assets.assets.metta import metta_action_samples
+from replay_assets.assets.townlet import townlet_episode_steps, townlet_recordings_index
 from replay_assets.automation.schedules import daily_replay_job, daily_replay_schedule
 from replay_assets.config import Settings, aws_region
 from replay_assets.io.parquet_io_manager import PartitionedParquetIOManager
 from replay_assets.resources.replay_store import ReplayStore
 from replay_assets.resources.warehouse_sql import WarehouseDuckDB
 
-ASSETS = [raw_replay_listings, metta_action_samples]
+ASSETS = [raw_replay_listings, metta_action_samples, townlet_recordings_index, townlet_episode_steps]
 
 
 def build_resources(settings: Settings) -> dict[str, object]:

@@ -21,7 +21,13 @@ from dagster._core.definitions.backfill_policy import BackfillPolicyType
 from replay_assets.definitions import defs
 from replay_assets_tests.conftest import REPO_ROOT
 
-EXPECTED_ASSETS = {"raw_replay_listings", "metta_action_samples", "metta_replay_failures"}
+EXPECTED_ASSETS = {
+    "raw_replay_listings",
+    "metta_action_samples",
+    "metta_replay_failures",
+    "townlet_recordings_index",
+    "townlet_episode_steps",
+}
 
 
 def test_dagster_definitions_validate_cli() -> None:

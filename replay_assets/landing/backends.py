@@ -158,3 +158,11 @@ def open_landing(uri: str, s3_client_factory: Any = None) -> LandingBackend:
             raise ValueError(f"{uri}: an S3 landing zone needs an S3 client")
         return S3Landing(s3_client_factory(), uri)
     return LocalLanding(uri)
+
+
+def relative_path_of(backend: LandingBackend, uri: str) -> str:
+    """The path below the landing root of a URI the backend listed (warehouse rows keep full URIs)."""
+    prefix = backend.uri.rstrip("/") + "/"
+    if not uri.startswith(prefix):
+        raise LandingReadError(f"{uri} is not inside the landing zone {backend.uri}")
+    return uri[len(prefix) :]

@@ -1,0 +1,237 @@
+"""Townlet assets: every recording indexed and verified, and the steps of the valid ones.
+
+``townlet_recordings_index`` puts each ``episode_recordings`` row beside what its file really holds
+(orphan files and rows without a file included, as invalid rows); ``townlet_episode_steps`` decodes
+the valid recordings into one row per step. Decoding and verification live in ``formats/townlet.py``.
+"""
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    BackfillPolicy,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from replay_assets.assets.replay_files import FailureLog, read_listed_file
+from replay_assets.errors import ReplayAssetsError
+from replay_assets.formats.schemas import TOWNLET_EPISODE_STEPS, TOWNLET_RECORDINGS_INDEX
+from replay_assets.formats.townlet import read_episode_steps, recordings_index_row
+from replay_assets.formats.townlet_index import read_recordings_index
+from replay_assets.io.parquet_files import PartitionStream
+from replay_assets.io.parquet_io_manager import ROW_GROUP_ROWS_METADATA
+from replay_assets.landing.backends import LandingBackend, relative_path_of
+from replay_assets.landing.listing import MISSING_FILE, OK, SQLITE_COMPANIONS, UNINDEXED, UNREADABLE
+from replay_assets.partitions import DAILY
+from replay_assets.resources.replay_store import ReplayStore
+
+INDEX = "townlet_recordings_index"
+STEPS = "townlet_episode_steps"
+SIZES_MATCH = "index_sizes_match_files"
+UNIQUE_EPISODES = "no_duplicate_episode_ids"
+RECORDING_STATUSES = (OK, MISSING_FILE, UNINDEXED, UNREADABLE)
+
+
+def _index_rows(backend: LandingBackend, index_uri: str) -> dict[int, dict[str, Any]]:
+    """``episode_recordings`` rows by episode id, read from one consistent snapshot of the index."""
+    with backend.local_copy(relative_path_of(backend, index_uri), SQLITE_COMPANIONS) as local_db:
+        return {int(row["episode_id"]): row for row in read_recordings_index(local_db)}
+
+
+def _day_index_rows(backend: LandingBackend, day: dt.date, listing: pa.Table) -> list[dict[str, Any]]:
+    """One TOWNLET_RECORDINGS_INDEX row per recording the listing found for the day."""
+    listed = [
+        r for r in listing.to_pylist() if r["source"] == "townlet" and r["status"] in RECORDING_STATUSES
+    ]
+    indexes: dict[str, dict[int, dict[str, Any]]] = {}
+    rows = []
+    for entry in listed:
+        index_uri = entry["index_uri"]
+        if index_uri and index_uri not in indexes:
+            indexes[index_uri] = _index_rows(backend, index_uri)
+        index_row = indexes[index_uri].get(entry["episode_id"]) if index_uri else None
+        data, read_error = None, None
+        if entry["status"] in (OK, UNINDEXED):
+            try:
+                data = read_listed_file(backend, entry)
+            except (ReplayAssetsError, OSError) as exc:
+                read_error = str(exc)
+        row = recordings_index_row(
+            index_row,
+            data,
+            entry["uri"],
+            date=day,
+            checkpoint=entry["relative_path"].split("/")[1],
+            index_uri=index_uri,
+        )
+        if entry["status"] == UNREADABLE or read_error:
+            # The file is there but could not be read: say so, rather than "missing file".
+            row.update(
+                file_exists=True, valid=False, invalid_reason=f"unreadable: {read_error or entry['detail']}"
+            )
+        rows.append(row)
+    return rows
+
+
+def _index_metadata(tables: dict[str, pa.Table]) -> dict[str, Any]:
+    rows = [
+        r
+        for t in tables.values()
+        for r in t.select(["valid", "invalid_reason", "frames_dropped"]).to_pylist()
+    ]
+    invalid = [r["invalid_reason"] for r in rows if not r["valid"]]
+    return {
+        "recordings": len(rows),
+        "valid": len(rows) - len(invalid),
+        "invalid": len(invalid),
+        "frames_dropped": sum(r["frames_dropped"] or 0 for r in rows),
+        "invalid_reasons": MetadataValue.json(invalid[:20]),
+    }
+
+
+def _index_checks(tables: dict[str, pa.Table]) -> Iterator[AssetCheckResult]:
+    rows = [r for t in tables.values() for r in t.to_pylist()]
+    mismatched = [
+        r["source_uri"]
+        for r in rows
+        if r["file_exists"]
+        and r["compressed_size_bytes"] is not None
+        and (
+            r["compressed_size_bytes"] != r["actual_compressed_size"]
+            or (
+                r["actual_uncompressed_size"] is not None
+                and r["file_size_bytes"] != r["actual_uncompressed_size"]
+            )
+        )
+    ]
+    yield AssetCheckResult(
+        check_name=SIZES_MATCH,
+        passed=not mismatched,
+        metadata={"mismatched": len(mismatched), "files": MetadataValue.json(mismatched[:20])},
+    )
+    seen: dict[tuple[str, int], int] = defaultdict(int)
+    for r in rows:
+        if r["index_uri"] and r["episode_id"] is not None:
+            seen[(r["checkpoint"], r["episode_id"])] += 1
+    duplicates = sorted(f"{c}/{e}" for (c, e), n in seen.items() if n > 1)
+    yield AssetCheckResult(
+        check_name=UNIQUE_EPISODES,
+        passed=not duplicates,
+        metadata={"duplicates": MetadataValue.json(duplicates[:20])},
+    )
+
+
+@asset(
+    name=INDEX,
+    partitions_def=DAILY,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key="warehouse_io_manager",
+    group_name="townlet",
+    kinds={"parquet"},
+    ins={"raw_replay_listings": AssetIn()},
+    check_specs=[
+        AssetCheckSpec(
+            SIZES_MATCH, asset=INDEX, description="The index's sizes equal the files' real sizes."
+        ),
+        AssetCheckSpec(UNIQUE_EPISODES, asset=INDEX, description="No episode_id twice within a checkpoint."),
+    ],
+)
+def townlet_recordings_index(
+    context: AssetExecutionContext, raw_replay_listings: dict[str, pa.Table], replay_store: ReplayStore
+):
+    """Every Townlet recording of the day (by the index's ``timestamp``): its ``episode_recordings``
+    row, what the file holds (sizes, sha256, compression, steps recorded vs survival steps, meters,
+    optional fields, affordance layout) and ``valid`` with the reason when not."""
+    keys = list(context.partition_keys)
+    backend = replay_store.backend()
+    tables = {
+        key: pa.Table.from_pylist(
+            sorted(
+                _day_index_rows(backend, dt.date.fromisoformat(key), raw_replay_listings[key]),
+                key=lambda r: (
+                    r["checkpoint"],
+                    r["episode_id"] is None,
+                    r["episode_id"] or 0,
+                    r["source_uri"],
+                ),
+            ),
+            schema=TOWNLET_RECORDINGS_INDEX,
+        )
+        for key in keys
+    }
+    yield Output(tables if len(keys) > 1 else tables[keys[0]], metadata=_index_metadata(tables))
+    yield from _index_checks(tables)
+
+
+def _steps_stream(
+    backend: LandingBackend, day: dt.date, index: pa.Table, failures: FailureLog
+) -> PartitionStream:
+    """The day's valid recordings decoded in (checkpoint, episode) order, one batch per episode."""
+    valid = sorted(
+        (r for r in index.to_pylist() if r["valid"]),
+        key=lambda r: (r["checkpoint"], r["episode_id"], r["source_uri"]),
+    )
+    counts = {"episodes": 0, "steps": 0}
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for row in valid:
+            listed = {"uri": row["source_uri"], "sha256": row["sha256"]}
+            try:
+                listed["relative_path"] = relative_path_of(backend, row["source_uri"])
+                data = read_listed_file(backend, listed)
+                _, batch = read_episode_steps(
+                    data,
+                    row["source_uri"],
+                    date=day,
+                    checkpoint=row["checkpoint"],
+                    source_uri=row["source_uri"],
+                )
+            except (ReplayAssetsError, OSError) as exc:
+                failures.add(listed, exc)
+                continue
+            counts["episodes"] += 1
+            counts["steps"] += batch.num_rows
+            yield batch
+
+    def report() -> dict[str, Any]:
+        return {**counts, "episodes_failed": len(failures.rows), "failures": failures.summary()}
+
+    return PartitionStream(pa.RecordBatchReader.from_batches(TOWNLET_EPISODE_STEPS, batches()), report)
+
+
+@asset(
+    name=STEPS,
+    partitions_def=DAILY,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key="warehouse_io_manager",
+    group_name="townlet",
+    kinds={"parquet"},
+    ins={INDEX: AssetIn()},
+    # Small row groups (about 32 episodes of 500 steps): loading one episode reads one group.
+    metadata={ROW_GROUP_ROWS_METADATA: 16384},
+)
+def townlet_episode_steps(
+    context: AssetExecutionContext, townlet_recordings_index: dict[str, pa.Table], replay_store: ReplayStore
+):
+    """One row per recorded step of every valid Townlet recording of the day, sorted by episode and step:
+    position, meters, action, rewards, done, and the optional Q-values, epsilon, masks and temporal fields."""
+    keys = list(context.partition_keys)
+    backend = replay_store.backend()
+    failures = {key: FailureLog(dt.date.fromisoformat(key), "townlet") for key in keys}
+    streams = {
+        key: _steps_stream(backend, failures[key].day, townlet_recordings_index[key], failures[key])
+        for key in keys
+    }
+    yield Output(streams if len(keys) > 1 else streams[keys[0]])
+    for log in failures.values():
+        for reason in log.summary():
+            context.log.warning(f"{STEPS}: skipped a recording judged valid by the index: {reason}")
