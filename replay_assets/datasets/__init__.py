@@ -7,6 +7,9 @@ pulls in neither torch, DuckDB, pyarrow nor Dagster until a loader is actually t
 - ``MettaSampleStream``: the fast path, an ``IterableDataset`` of ready tensor batches.
 - ``connect``: an in-memory DuckDB connection with one view per asset.
 - ``parse_filters`` / ``filters_sql``: the ``filters`` mini-language, reusable with DuckDB parameters.
+- ``TownletRecordings``: list Townlet recordings like the replay viewer and ``load`` one episode
+  (a ``TownletReplay`` of ``TownletStep`` records, with ``seek``); needs no torch.
+- ``TownletStepDataset``: map-style dataset of Townlet steps or windows of steps.
 """
 
 from __future__ import annotations
@@ -24,14 +27,28 @@ _EXPORTS = {
     "FilterError": "replay_assets.datasets.filters",
     "MissingPartitionsError": "replay_assets.datasets.warehouse",
     "MissingPartitionsWarning": "replay_assets.datasets.warehouse",
+    "TownletRecordings": "replay_assets.datasets.townlet",
+    "TownletRecordingRow": "replay_assets.datasets.townlet",
+    "TownletReplay": "replay_assets.datasets.townlet",
+    "TownletStep": "replay_assets.datasets.townlet",
+    "TownletStepDataset": "replay_assets.datasets.townlet",
+    "EpisodeNotFoundError": "replay_assets.datasets.townlet",
+    "AmbiguousEpisodeError": "replay_assets.datasets.townlet",
 }
 
 __all__ = [
+    "AmbiguousEpisodeError",
+    "EpisodeNotFoundError",
     "FilterError",
     "MettaSampleStream",
     "MissingPartitionsError",
     "MissingPartitionsWarning",
     "ReplayDataset",
+    "TownletRecordingRow",
+    "TownletRecordings",
+    "TownletReplay",
+    "TownletStep",
+    "TownletStepDataset",
     "connect",
     "filters_expression",
     "filters_sql",
@@ -42,6 +59,15 @@ if TYPE_CHECKING:
     from replay_assets.datasets.filters import FilterError, filters_expression, filters_sql, parse_filters
     from replay_assets.datasets.metta import MettaSampleStream, ReplayDataset
     from replay_assets.datasets.sql import connect
+    from replay_assets.datasets.townlet import (
+        AmbiguousEpisodeError,
+        EpisodeNotFoundError,
+        TownletRecordingRow,
+        TownletRecordings,
+        TownletReplay,
+        TownletStep,
+        TownletStepDataset,
+    )
     from replay_assets.datasets.warehouse import MissingPartitionsError, MissingPartitionsWarning
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from upath import UPath
 
 from replay_assets.config import Settings, resolve_uri
@@ -37,6 +38,7 @@ __all__ = [
     "RowGroup",
     "Selection",
     "parse_day",
+    "row_group_bounds",
     "select_partitions",
 ]
 
@@ -141,6 +143,19 @@ def read_row_group(
     yield from fragment.to_batches(
         columns=list(columns), filter=filter, batch_size=batch_rows, use_threads=use_threads, **_READAHEAD
     )
+
+
+def row_group_bounds(metadata: pq.FileMetaData, column: str) -> list[tuple[Any, Any] | None]:
+    """Per row group, the ``(min, max)`` Parquet statistics of a top-level column, or None where the
+    writer left none: with a file sorted on ``column``, where a value can be without reading any data."""
+    leaf = next((i for i in range(metadata.num_columns) if metadata.schema.column(i).path == column), None)
+    if leaf is None:
+        raise KeyError(f"no top-level column {column!r} in the Parquet file")
+    bounds: list[tuple[Any, Any] | None] = []
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(leaf).statistics
+        bounds.append((stats.min, stats.max) if stats is not None and stats.has_min_max else None)
+    return bounds
 
 
 # ---------------------------------------------------------------------------------------------------------

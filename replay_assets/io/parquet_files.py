@@ -76,28 +76,25 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
 def _write_stream(
     sink: BinaryIO, schema: pa.Schema, batches: Iterator[pa.RecordBatch], group_rows: int
 ) -> int:
-    """Write batches as row groups of bounded size; return the row count."""
+    """Write batches as row groups of exactly ``group_rows`` rows (the last may be shorter); return the
+    row count. Rows beyond a full group carry over to the next, so batch sizes never leave tiny groups;
+    a group is cut early only when its buffered bytes reach ``ROW_GROUP_BYTES``."""
     rows = 0
-    pending: list[pa.RecordBatch] = []
-    pending_rows = pending_bytes = 0
+    pending = pa.Table.from_batches([], schema)
     with pq.ParquetWriter(sink, schema, compression="snappy") as writer:
-
-        def flush() -> None:
-            nonlocal pending, pending_rows, pending_bytes
-            if pending:
-                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=group_rows)
-            pending, pending_rows, pending_bytes = [], 0, 0
-
         for batch in batches:
             if batch.schema != schema:
                 batch = pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            pending_bytes += batch.nbytes
             rows += batch.num_rows
-            if pending_rows >= group_rows or pending_bytes >= ROW_GROUP_BYTES:
-                flush()
-        flush()
+            pending = pa.concat_tables([pending, pa.Table.from_batches([batch], schema)])
+            while pending.num_rows >= group_rows:
+                writer.write_table(pending.slice(0, group_rows), row_group_size=group_rows)
+                pending = pending.slice(group_rows)
+            if pending.nbytes >= ROW_GROUP_BYTES:
+                writer.write_table(pending, row_group_size=group_rows)
+                pending = pending.slice(pending.num_rows)
+        if pending.num_rows:
+            writer.write_table(pending, row_group_size=group_rows)
     return rows
 
 
