@@ -92,9 +92,10 @@ def test_samples_and_failures_from_real_replays(
     samples_meta = next(
         m for m in metadata if m.asset_key.to_user_string() == "metta_action_samples"
     ).metadata
-    assert samples_meta["replays"].value == REAL_REPLAYS + len(bad)
-    assert samples_meta["replays_failed"].value == len(bad)
-    assert samples_meta["samples"].value == sum(per_file.values()) == samples_meta["dagster/row_count"].value
+    assert samples_meta["files"].value == REAL_REPLAYS + len(bad)
+    assert samples_meta["files_used"].value == REAL_REPLAYS
+    assert samples_meta["files_failed"].value == len(bad)
+    assert samples_meta["rows"].value == sum(per_file.values()) == samples_meta["dagster/row_count"].value
 
 
 def test_rematerializing_is_byte_identical(shared_landing: Path, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from replay_assets.assets.replay_files import FailureLog, listed_files, read_listed_file
+from replay_assets.assets.replay_files import FailureLog, files_stream, listed_files
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.metta import ReplaySource, episode_id_for, read_metta_samples
 from replay_assets.formats.schemas import METTA_ACTION_SAMPLES
@@ -55,46 +55,27 @@ class MettaSamplesConfig(Config):
 def _day_stream(
     backend: Any, day: dt.date, listing: pa.Table, config: MettaSamplesConfig, failures: FailureLog
 ) -> PartitionStream:
-    """One day's samples, replay by replay in episode order; a bad replay adds a failure, not a gap."""
+    """One day's samples, replay by replay in episode order."""
     files = sorted(
         listed_files(listing, "metta"),
         key=lambda r: (episode_id_for(r["relative_path"], r["sha256"]), r["uri"]),
     )
-    counts = {"replays": len(files), "replays_used": 0, "samples": 0}
     seen_episodes: dict[str, str] = {}
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        for row in files:
-            episode_id = episode_id_for(row["relative_path"], row["sha256"])
-            try:
-                if episode_id in seen_episodes:
-                    raise ReplayAssetsError(
-                        f"{row['uri']}: episode id {episode_id} already used by {seen_episodes[episode_id]}"
-                    )
-                source = ReplaySource(day, row["uri"], row["sha256"], row["relative_path"])
-                data = read_listed_file(backend, row)
-                # Buffer one replay so a replay that breaks half-way leaves no partial episode behind.
-                replay = list(
-                    read_metta_samples(
-                        data, source, environment=config.environment, min_reward=config.min_reward
-                    )
-                )
-            except (ReplayAssetsError, OSError) as exc:
-                failures.add(row, exc)
-                continue
-            seen_episodes[episode_id] = row["uri"]
-            counts["replays_used"] += 1
-            counts["samples"] += sum(b.num_rows for b in replay)
-            yield from replay
+    def decode(data: bytes, row: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+        episode_id = episode_id_for(row["relative_path"], row["sha256"])
+        if episode_id in seen_episodes:
+            raise ReplayAssetsError(
+                f"{row['uri']}: episode id {episode_id} already used by {seen_episodes[episode_id]}"
+            )
+        source = ReplaySource(day, row["uri"], row["sha256"], row["relative_path"])
+        batches = list(
+            read_metta_samples(data, source, environment=config.environment, min_reward=config.min_reward)
+        )
+        seen_episodes[episode_id] = row["uri"]
+        return iter(batches)
 
-    def report() -> dict[str, Any]:
-        return {
-            **counts,
-            "replays_failed": len(failures.rows),
-            "failures": failures.summary(),  # plain JSON: a range run merges the days' reports
-        }
-
-    return PartitionStream(pa.RecordBatchReader.from_batches(METTA_ACTION_SAMPLES, batches()), report)
+    return files_stream(backend, files, METTA_ACTION_SAMPLES, decode, failures)
 
 
 def _count(warehouse_sql: WarehouseDuckDB, sql: str, first: str, last: str) -> int:

@@ -3,6 +3,7 @@ verify them against the listing, and turn any per-file error into a failure row.
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ import pyarrow as pa
 
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.schemas import REPLAY_FAILURES
+from replay_assets.io.parquet_files import PartitionStream
 from replay_assets.landing.backends import LandingBackend
 from replay_assets.landing.listing import OK
 
@@ -67,3 +69,35 @@ class FailureLog:
 
     def summary(self) -> list[str]:
         return [r["reason"] for r in self.rows[:MAX_REPORTED_FAILURES]]
+
+
+def files_stream(
+    backend: LandingBackend,
+    files: list[dict[str, Any]],
+    schema: pa.Schema,
+    decode: Callable[[bytes, dict[str, Any]], Iterable[pa.RecordBatch]],
+    failures: FailureLog,
+) -> PartitionStream:
+    """Each listed file's batches, in the given order; a file that fails adds a failure, not a gap.
+
+    A file's batches are buffered until it has decoded completely, so a file that breaks half-way
+    leaves no partial rows behind; memory stays bounded by the largest single file.
+    """
+    counts = {"files": len(files), "files_used": 0, "rows": 0}
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for row in files:
+            try:
+                decoded = list(decode(read_listed_file(backend, row), row))
+            except (ReplayAssetsError, OSError) as exc:
+                failures.add(row, exc)
+                continue
+            counts["files_used"] += 1
+            counts["rows"] += sum(b.num_rows for b in decoded)
+            yield from decoded
+
+    def report() -> dict[str, Any]:
+        # Plain JSON values: a range run merges the days' reports.
+        return {**counts, "files_failed": len(failures.rows), "failures": failures.summary()}
+
+    return PartitionStream(pa.RecordBatchReader.from_batches(schema, batches()), report)

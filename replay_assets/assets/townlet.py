@@ -22,7 +22,7 @@ from dagster import (
     asset,
 )
 
-from replay_assets.assets.replay_files import FailureLog, read_listed_file
+from replay_assets.assets.replay_files import FailureLog, files_stream, read_listed_file
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.schemas import TOWNLET_EPISODE_STEPS, TOWNLET_RECORDINGS_INDEX
 from replay_assets.formats.townlet import read_episode_steps, recordings_index_row
@@ -180,32 +180,23 @@ def _steps_stream(
         (r for r in index.to_pylist() if r["valid"]),
         key=lambda r: (r["checkpoint"], r["episode_id"], r["source_uri"]),
     )
-    counts = {"episodes": 0, "steps": 0}
+    files = [
+        {
+            "uri": r["source_uri"],
+            "sha256": r["sha256"],
+            "relative_path": relative_path_of(backend, r["source_uri"]),
+            "checkpoint": r["checkpoint"],
+        }
+        for r in valid
+    ]
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        for row in valid:
-            listed = {"uri": row["source_uri"], "sha256": row["sha256"]}
-            try:
-                listed["relative_path"] = relative_path_of(backend, row["source_uri"])
-                data = read_listed_file(backend, listed)
-                _, batch = read_episode_steps(
-                    data,
-                    row["source_uri"],
-                    date=day,
-                    checkpoint=row["checkpoint"],
-                    source_uri=row["source_uri"],
-                )
-            except (ReplayAssetsError, OSError) as exc:
-                failures.add(listed, exc)
-                continue
-            counts["episodes"] += 1
-            counts["steps"] += batch.num_rows
-            yield batch
+    def decode(data: bytes, row: dict[str, Any]) -> list[pa.RecordBatch]:
+        _, batch = read_episode_steps(
+            data, row["uri"], date=day, checkpoint=row["checkpoint"], source_uri=row["uri"]
+        )
+        return [batch]
 
-    def report() -> dict[str, Any]:
-        return {**counts, "episodes_failed": len(failures.rows), "failures": failures.summary()}
-
-    return PartitionStream(pa.RecordBatchReader.from_batches(TOWNLET_EPISODE_STEPS, batches()), report)
+    return files_stream(backend, files, TOWNLET_EPISODE_STEPS, decode, failures)
 
 
 @asset(
