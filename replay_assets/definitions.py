@@ -7,6 +7,7 @@ from dagster_aws.s3 import S3Resource
 
 from replay_assets.assets.listings import raw_replay_listings
 from replay_assets.assets.metta import metta_action_samples
+from replay_assets.assets.tmrl import tmrl_demo_buffers
 from replay_assets.assets.townlet import townlet_episode_steps, townlet_recordings_index
 from replay_assets.automation.schedules import daily_replay_job, daily_replay_schedule
 from replay_assets.config import Settings, aws_region
@@ -14,7 +15,13 @@ from replay_assets.io.parquet_io_manager import PartitionedParquetIOManager
 from replay_assets.resources.replay_store import ReplayStore
 from replay_assets.resources.warehouse_sql import WarehouseDuckDB
 
-ASSETS = [raw_replay_listings, metta_action_samples, townlet_recordings_index, townlet_episode_steps]
+ASSETS = [
+    raw_replay_listings,
+    metta_action_samples,
+    townlet_recordings_index,
+    townlet_episode_steps,
+    tmrl_demo_buffers,
+]
 
 
 def build_resources(settings: Settings) -> dict[str, object]:

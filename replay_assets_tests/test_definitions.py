@@ -27,6 +27,8 @@ EXPECTED_ASSETS = {
     "metta_replay_failures",
     "townlet_recordings_index",
     "townlet_episode_steps",
+    "tmrl_demo_buffers",
+    "tmrl_run_failures",
 }
 
 

@@ -21,12 +21,11 @@ from dagster import (
     BackfillPolicy,
     Config,
     MetadataValue,
-    Output,
     multi_asset,
 )
 from pydantic import Field
 
-from replay_assets.assets.replay_files import FailureLog, files_stream, listed_files
+from replay_assets.assets.replay_files import FailureLog, files_stream, listed_files, source_outputs
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.metta import ReplaySource, episode_id_for, read_metta_samples
 from replay_assets.formats.schemas import METTA_ACTION_SAMPLES
@@ -177,18 +176,6 @@ def metta_action_samples(
         for key in keys
     }
     replays = sum(len(listed_files(raw_replay_listings[key], "metta")) for key in keys)
-    selected = context.op_execution_context.selected_output_names
-    if SAMPLES in selected:
-        yield Output(streams if len(keys) > 1 else streams[keys[0]], output_name=SAMPLES)
-    else:  # only the failures table was asked for: decode to find them, keep nothing
-        for stream in streams.values():
-            stream.batches.read_all().num_rows  # noqa: B018 - draining the stream is the point
-    if FAILURES in selected:
-        tables = {key: log.table() for key, log in failures.items()}
-        yield Output(
-            tables if len(keys) > 1 else tables[keys[0]],
-            output_name=FAILURES,
-            metadata={"failed_replays": sum(t.num_rows for t in tables.values())},
-        )
-    if SAMPLES in selected:
+    yield from source_outputs(context, streams, failures, SAMPLES, FAILURES)
+    if SAMPLES in context.op_execution_context.selected_output_names:
         yield from _checks(warehouse_sql, keys[0], keys[-1], list(failures.values()), replays)

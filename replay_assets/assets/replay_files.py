@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from dagster import AssetExecutionContext, Output
 
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.schemas import REPLAY_FAILURES
@@ -101,3 +102,28 @@ def files_stream(
         return {**counts, "files_failed": len(failures.rows), "failures": failures.summary()}
 
     return PartitionStream(pa.RecordBatchReader.from_batches(schema, batches()), report)
+
+
+def source_outputs(
+    context: AssetExecutionContext,
+    streams: dict[str, PartitionStream],
+    failures: dict[str, FailureLog],
+    rows_output: str,
+    failures_output: str,
+) -> Iterator[Output]:
+    """The outputs of a source multi-asset (its rows and its failures table), for whichever of the two
+    the run selected. A range run yields one mapping from partition key to data per output."""
+
+    def value(per_key: dict[str, Any]) -> Any:
+        return per_key if len(per_key) > 1 else next(iter(per_key.values()))
+
+    selected = context.op_execution_context.selected_output_names
+    if rows_output in selected:
+        yield Output(value(streams), output_name=rows_output)
+    else:  # only the failures were asked for: decode to find them, keep nothing
+        for stream in streams.values():
+            stream.batches.read_all()
+    if failures_output in selected:
+        tables = {key: log.table() for key, log in failures.items()}
+        count = sum(t.num_rows for t in tables.values())
+        yield Output(value(tables), output_name=failures_output, metadata={"failed_files": count})
