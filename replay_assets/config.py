@@ -7,8 +7,10 @@ own and a test can build any configuration without touching ``os.environ``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 DEFAULT_LANDING_URI = "./data/landing"
 DEFAULT_WAREHOUSE_URI = "./data/warehouse"
@@ -27,6 +29,9 @@ class Settings:
     landing_uri: str
     warehouse_uri: str
     partitions_start: dt.date
+    # Off: the last partition is yesterday (complete days only). On: today is a partition too, so
+    # player runs recorded today can be injected today (the sensor needs it for same-day injection).
+    partitions_include_today: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -40,6 +45,7 @@ class Settings:
             landing_uri=resolve_uri(env.get("REPLAY_LANDING_URI") or DEFAULT_LANDING_URI),
             warehouse_uri=resolve_uri(env.get("REPLAY_WAREHOUSE_URI") or DEFAULT_WAREHOUSE_URI),
             partitions_start=partitions_start,
+            partitions_include_today=env.get("REPLAY_PARTITIONS_INCLUDE_TODAY", "").strip().lower() in _TRUE,
         )
 
 
@@ -60,3 +66,50 @@ def s3_storage_options() -> dict[str, str]:
     """
     endpoint = s3_endpoint_url()
     return {"endpoint_url": endpoint} if endpoint else {}
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class PlayerRunsSettings:
+    """tmrl's ``PLAYER_RUNS`` block: online injection of human player runs into training.
+
+    Read from the ``PLAYER_RUNS`` block of the tmrl ``config.json`` named by ``REPLAY_TMRL_CONFIG``
+    (when set), then from ``REPLAY_PLAYER_RUNS_<KEY>`` variables, which win. ``SOURCE_PATH`` is a
+    folder inside the landing zone, relative to it (default ``tmrl/player_runs``).
+    """
+
+    ONLINE_INJECTION: bool = False
+    SOURCE_PATH: str = "tmrl/player_runs"
+    CONSUME_ON_READ: bool = True
+    MAX_FILES_PER_UPDATE: int = 10
+    DEMO_INJECTION_REPEAT: int = 1
+    DEMO_SAMPLING_WEIGHT: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> PlayerRunsSettings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if config_path := env.get("REPLAY_TMRL_CONFIG"):
+            try:
+                block = json.loads(Path(config_path).read_text()).get("PLAYER_RUNS", {})
+            except (OSError, ValueError) as exc:
+                raise ValueError(
+                    f"REPLAY_TMRL_CONFIG={config_path}: cannot read its PLAYER_RUNS block: {exc}"
+                ) from None
+            values.update({f.name: block[f.name] for f in fields(cls) if f.name in block})
+        for f in fields(cls):
+            if (raw := env.get(f"REPLAY_PLAYER_RUNS_{f.name}")) is not None:
+                values[f.name] = raw
+        return cls(**{name: _coerce(cls, name, value) for name, value in values.items()})
+
+
+def _coerce(cls: type, name: str, value: object) -> object:
+    kind = type(next(f.default for f in fields(cls) if f.name == name))
+    if kind is bool:
+        return value if isinstance(value, bool) else str(value).strip().lower() in _TRUE
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"PLAYER_RUNS {name}: expected {kind.__name__}, got {value!r}") from None

@@ -9,9 +9,12 @@ from dagster import DailyPartitionsDefinition
 from replay_assets.config import Settings
 
 
-def daily_partitions(start: dt.date) -> DailyPartitionsDefinition:
-    """UTC days from ``start`` to yesterday (``end_offset=0``: only complete days are partitions)."""
-    return DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=0, timezone="UTC")
+def daily_partitions(start: dt.date, include_today: bool = False) -> DailyPartitionsDefinition:
+    """UTC days from ``start`` to yesterday (``end_offset=0``: only complete days are partitions), or
+    to today with ``include_today`` (``REPLAY_PARTITIONS_INCLUDE_TODAY``)."""
+    end_offset = 1 if include_today else 0
+    return DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=end_offset, timezone="UTC")
 
 
-DAILY = daily_partitions(Settings.from_env().partitions_start)
+_SETTINGS = Settings.from_env()
+DAILY = daily_partitions(_SETTINGS.partitions_start, _SETTINGS.partitions_include_today)

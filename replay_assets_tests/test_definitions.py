@@ -79,10 +79,20 @@ def test_daily_schedule_requests_yesterday_for_every_asset() -> None:
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == EXPECTED_ASSETS
     with DagsterInstance.ephemeral() as instance:
         context = build_schedule_context(
-            instance=instance, scheduled_execution_time=dt.datetime(2025, 10, 12, 1, 0, tzinfo=dt.UTC)
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2025, 10, 12, 1, 0, tzinfo=dt.UTC),
+            repository_def=defs.get_repository_def(),
         )
         requests = schedule.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == ["2025-10-11"]
+
+
+def test_today_can_be_a_partition_for_same_day_injection() -> None:
+    from replay_assets.partitions import daily_partitions
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert daily_partitions(dt.date(2025, 1, 1), include_today=True).get_last_partition_key() == today
+    assert daily_partitions(dt.date(2025, 1, 1)).get_last_partition_key() < today
 
 
 def test_instance_config_fits_two_cores(tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
 """Every asset, every day: yesterday's partition at 01:00 UTC."""
 
-from __future__ import annotations
+import datetime as dt
 
 from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
-    build_schedule_from_partitioned_job,
+    RunRequest,
+    ScheduleEvaluationContext,
     define_asset_job,
+    schedule,
 )
 
 from replay_assets.partitions import DAILY
@@ -18,6 +20,15 @@ daily_replay_job = define_asset_job(
     description="Materialize one day of every replay asset.",
 )
 
-daily_replay_schedule = build_schedule_from_partitioned_job(
-    daily_replay_job, hour_of_day=1, minute_of_hour=0, default_status=DefaultScheduleStatus.RUNNING
+
+@schedule(
+    name="daily_replay_assets_schedule",
+    job=daily_replay_job,
+    cron_schedule="0 1 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
 )
+def daily_replay_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    """Yesterday's partition, named explicitly: right whether or not today is a partition too."""
+    day = (context.scheduled_execution_time.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
+    return RunRequest(run_key=day, partition_key=day)

@@ -43,9 +43,15 @@ class LandingFile:
 class LandingBackend(Protocol):
     uri: str
 
-    def list_files(self) -> Iterator[LandingFile]: ...
+    def list_files(self, under: str = "") -> Iterator[LandingFile]: ...
 
     def open(self, relative_path: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
+
+    def rename(self, relative_path: str, new_relative_path: str) -> None: ...
+
+    def folder_exists(self, relative_path: str) -> bool: ...
+
+    def write_bytes(self, relative_path: str, data: bytes) -> None: ...
 
     def local_copy(
         self, relative_path: str, companions: tuple[str, ...] = ()
@@ -61,11 +67,12 @@ class LocalLanding:
         self.root = Path(root)
         self.uri = str(self.root)
 
-    def list_files(self) -> Iterator[LandingFile]:
+    def list_files(self, under: str = "") -> Iterator[LandingFile]:
+        """Every file below the root (or below the folder ``under``, relative to it), sorted by path."""
         if not self.root.is_dir():
             raise LandingZoneError(f"landing zone {self.uri} does not exist or is not a folder")
         errors: list[OSError] = []
-        for dirpath, dirnames, filenames in os.walk(self.root, onerror=errors.append):
+        for dirpath, dirnames, filenames in os.walk(self.root / under, onerror=errors.append):
             dirnames.sort()
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
@@ -92,6 +99,15 @@ class LocalLanding:
     def local_copy(self, relative_path: str, companions: tuple[str, ...] = ()) -> Iterator[Path]:
         yield self.root / relative_path
 
+    def rename(self, relative_path: str, new_relative_path: str) -> None:
+        os.replace(self.root / relative_path, self.root / new_relative_path)
+
+    def folder_exists(self, relative_path: str) -> bool:
+        return (self.root / relative_path).is_dir()
+
+    def write_bytes(self, relative_path: str, data: bytes) -> None:
+        (self.root / relative_path).write_bytes(data)
+
 
 class S3Landing:
     def __init__(self, client: Any, uri: str):
@@ -106,10 +122,11 @@ class S3Landing:
     def _key(self, relative_path: str) -> str:
         return f"{self.prefix}/{relative_path}" if self.prefix else relative_path
 
-    def list_files(self) -> Iterator[LandingFile]:
+    def list_files(self, under: str = "") -> Iterator[LandingFile]:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        list_prefix = f"{self.prefix}/" if self.prefix else ""
+        root_prefix = f"{self.prefix}/" if self.prefix else ""
+        list_prefix = root_prefix + (under.strip("/") + "/" if under.strip("/") else "")
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix):
@@ -117,7 +134,7 @@ class S3Landing:
                     key = obj["Key"]
                     if key.endswith("/"):
                         continue
-                    rel = key[len(list_prefix) :]
+                    rel = key[len(root_prefix) :]
                     modified = obj["LastModified"].astimezone(dt.UTC)
                     yield LandingFile(rel, f"s3://{self.bucket}/{key}", obj["Size"], modified)
         except (ClientError, BotoCoreError) as exc:
@@ -134,6 +151,20 @@ class S3Landing:
             raise LandingReadError(f"s3://{self.bucket}/{key}: cannot read: {exc}") from exc
         with contextlib.closing(body):
             yield body
+
+    def rename(self, relative_path: str, new_relative_path: str) -> None:
+        """Copy then delete: S3 has no rename; the new key is complete before the old one goes."""
+        source = {"Bucket": self.bucket, "Key": self._key(relative_path)}
+        self.client.copy_object(CopySource=source, Bucket=self.bucket, Key=self._key(new_relative_path))
+        self.client.delete_object(**source)
+
+    def folder_exists(self, relative_path: str) -> bool:
+        """S3 has no folders: one exists when any key lies below it."""
+        prefix = self._key(relative_path.strip("/")) + "/"
+        return bool(self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"))
+
+    def write_bytes(self, relative_path: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(relative_path), Body=data)
 
     @contextlib.contextmanager
     def local_copy(self, relative_path: str, companions: tuple[str, ...] = ()) -> Iterator[Path]:
