@@ -9,6 +9,7 @@ from replay_assets.assets.listings import raw_replay_listings
 from replay_assets.assets.metta import metta_action_samples
 from replay_assets.assets.tmrl import tmrl_demo_buffers
 from replay_assets.assets.townlet import townlet_episode_steps, townlet_recordings_index
+from replay_assets.automation.player_runs import player_runs_sensor
 from replay_assets.automation.schedules import daily_replay_job, daily_replay_schedule
 from replay_assets.config import Settings, aws_region
 from replay_assets.io.parquet_io_manager import PartitionedParquetIOManager
@@ -42,6 +43,7 @@ def build_definitions(settings: Settings) -> Definitions:
         assets=ASSETS,
         jobs=[daily_replay_job],
         schedules=[daily_replay_schedule],
+        sensors=[player_runs_sensor],
         resources=build_resources(settings),
     )
 

@@ -122,3 +122,10 @@ def test_workspace_loads_the_module() -> None:
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
     module = workspace["load_from"][0]["python_module"]
     assert (module["module_name"], module["attribute"]) == ("replay_assets.definitions", "defs")
+
+
+def test_player_runs_sensor_targets_the_tmrl_assets() -> None:
+    sensor = defs.resolve_sensor_def("player_runs_sensor")
+    targets = {k.to_user_string() for k in sensor.asset_selection.resolve(defs.resolve_asset_graph())}
+    assert targets == {"raw_replay_listings", "tmrl_demo_buffers", "tmrl_run_failures"}
+    assert sensor.default_status.value == "STOPPED"  # ONLINE_INJECTION is off unless configured
