@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from replay_assets.datasets.sql import connect
 from replay_assets.definitions import build_resources
 from replay_assets.landing.backends import LocalLanding
 from replay_assets.sample_data.tmrl import tmrl_player_run_bytes
+from replay_assets_tests.processes import BIN, clean_env, dagster_home, process
 
 RUNS = "tmrl/player_runs"
 SETTINGS = PlayerRunsSettings(ONLINE_INJECTION=True, MAX_FILES_PER_UPDATE=2)
@@ -168,3 +170,26 @@ def test_runs_of_today_wait_without_taking_the_cap(tmp_path: Path) -> None:
     one_at_a_time = PlayerRunsSettings(ONLINE_INJECTION=True, MAX_FILES_PER_UPDATE=1)
     result = _tick(DagsterInstance.ephemeral(), landing, None, one_at_a_time)
     assert [r.tags["replay_assets/player_run"] for r in result.run_requests] == [f"{RUNS}/{older.name}"]
+
+
+def test_daemon_injects_a_dropped_file_end_to_end(tmp_path: Path) -> None:
+    """The real dagster-daemon: the sensor sees a dropped run, the run stores it, the file is consumed."""
+    landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
+    (landing / RUNS).mkdir(parents=True)
+    env = clean_env(
+        DAGSTER_HOME=str(dagster_home(tmp_path)),
+        REPLAY_LANDING_URI=str(landing),
+        REPLAY_WAREHOUSE_URI=str(warehouse),
+        REPLAY_PLAYER_RUNS_ONLINE_INJECTION="true",
+    )
+    log = tmp_path / "daemon.log"
+    daemon = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+    with process(daemon, env, log) as proc:
+        dropped = _write_run(landing, "100000", 3)  # dropped while the daemon runs
+        imported = dropped.with_name(dropped.name + ".imported")
+        deadline = time.monotonic() + 240
+        while not imported.exists():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(2)
+    assert connect(str(warehouse)).sql("SELECT count(*) FROM tmrl_demo_buffers").fetchone()[0] == 20

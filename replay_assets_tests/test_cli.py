@@ -2,39 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import DagsterInstance
 from dagster._core.execution.backfill import BulkActionStatus
 
-from replay_assets_tests.conftest import REPO_ROOT, SC2_DAY
-
-BIN = Path(sys.executable).parent
+from replay_assets_tests.conftest import SC2_DAY
+from replay_assets_tests.processes import (
+    BIN,
+    clean_env,
+    dagster_home,
+    free_port,
+    instance_at,
+    process,
+    wait_for,
+)
 
 
 @pytest.fixture
 def dagster_env(shared_landing: Path, tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REPLAY_"))}
-    env.update(
-        DAGSTER_HOME=str(home),
+    return clean_env(
+        DAGSTER_HOME=str(dagster_home(tmp_path)),
         REPLAY_LANDING_URI=str(shared_landing),
         REPLAY_WAREHOUSE_URI=str(tmp_path / "warehouse"),
     )
-    return env
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -77,45 +73,14 @@ def test_dagster_asset_materialize_partition_range(dagster_env: dict[str, str], 
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"{url} not up after {seconds}s: {log.read_text()[-3000:]}")
-
-
 def test_backfill_through_webserver_runs_on_the_daemon(dagster_env: dict[str, str], tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     web_log, daemon_log = tmp_path / "webserver.log", tmp_path / "daemon.log"
     webserver = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     daemon = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
-    with _process(webserver, dagster_env, web_log) as web, _process(daemon, dagster_env, daemon_log):
-        _wait_for(f"{url}/server_info", web, web_log)
+    with process(webserver, dagster_env, web_log) as web, process(daemon, dagster_env, daemon_log):
+        wait_for(f"{url}/server_info", web, web_log)
         launched = _run(
             [
                 str(BIN / "replay-assets"),
@@ -132,7 +97,7 @@ def test_backfill_through_webserver_runs_on_the_daemon(dagster_env: dict[str, st
         )
         assert launched.returncode == 0, launched.stderr
         backfill_id = launched.stdout.split("launched backfill ")[1].split()[0]
-        with _instance(dagster_env["DAGSTER_HOME"]) as instance:
+        with instance_at(dagster_env["DAGSTER_HOME"]) as instance:
             deadline = time.monotonic() + 240
             while (backfill := instance.get_backfill(backfill_id)).status == BulkActionStatus.REQUESTED:
                 assert time.monotonic() < deadline, daemon_log.read_text()[-3000:]
@@ -152,7 +117,7 @@ def test_backfill_all_finds_the_range_and_records_one_run(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2025-10-14..2025-10-16" in result.stdout  # earliest landed day found from the landing zone
-    with _instance(dagster_env["DAGSTER_HOME"]) as instance:
+    with instance_at(dagster_env["DAGSTER_HOME"]) as instance:
         (run,) = instance.get_runs()
         assert run.tags["dagster/asset_partition_range_start"] == "2025-10-14"
         assert run.tags["dagster/asset_partition_range_end"] == "2025-10-16"
@@ -168,20 +133,6 @@ def test_backfill_all_finds_the_range_and_records_one_run(
     )
     assert query.returncode == 0, query.stderr
     assert query.stdout.splitlines() == ["date,n", "2025-10-14,21", "2025-10-15,23", "2025-10-16,12"]
-
-
-@contextlib.contextmanager
-def _instance(home: str) -> Iterator[DagsterInstance]:
-    old = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = home
-    try:
-        with DagsterInstance.get() as instance:
-            yield instance
-    finally:
-        if old is None:
-            del os.environ["DAGSTER_HOME"]
-        else:
-            os.environ["DAGSTER_HOME"] = old
 
 
 @pytest.mark.parametrize(
@@ -215,11 +166,7 @@ def test_backfill_all_on_missing_landing_zone(dagster_env: dict[str, str], tmp_p
 
 def test_demo_command_writes_sample_data_and_materializes_it(tmp_path: Path) -> None:
     """The README's main job, on the embedded defaults (./data under the current folder)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REPLAY_"))}
-    env["DAGSTER_HOME"] = str(home)
+    env = clean_env(DAGSTER_HOME=str(dagster_home(tmp_path)))
     result = _run([str(BIN / "replay-assets"), "demo", "--days", "2"], env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
