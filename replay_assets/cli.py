@@ -134,6 +134,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_tmrl(args: argparse.Namespace) -> int:
+    from replay_assets.datasets.tmrl_export import export_tmrl_memory
+
+    summary = export_tmrl_memory(
+        Path(args.out),
+        args.memory,
+        warehouse=args.warehouse,
+        start_date=args.start_date,
+        end_date=args.end_date,
+        max_samples=args.max_samples,
+        overwrite=args.overwrite,
+        dry_run=args.dry_run,
+    )
+    print(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="replay-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--select", help="comma-separated asset keys (default: every asset)")
     back.add_argument("--webserver", help="URL of a running dagster webserver, e.g. http://127.0.0.1:3000")
     back.set_defaults(func=_cmd_backfill)
+
+    export = commands.add_parser("export-tmrl", help="write tmrl's own data.pkl from tmrl_demo_buffers")
+    export.add_argument(
+        "--memory", choices=["lidar", "full"], required=True, help="MemoryTMLidar or MemoryTMFull"
+    )
+    export.add_argument("--out", required=True, help="the data.pkl to write")
+    export.add_argument("--warehouse", help="warehouse URI (default REPLAY_WAREHOUSE_URI)")
+    export.add_argument("--start-date", type=_date)
+    export.add_argument("--end-date", type=_date)
+    export.add_argument("--max-samples", type=int, help="keep only the newest N samples")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    export.add_argument("--dry-run", action="store_true", help="validate and count, write nothing")
+    export.set_defaults(func=_cmd_export_tmrl)
 
     demo = commands.add_parser("demo", help="sample data, every asset for those days, a summary")
     demo.add_argument("--days", type=int, default=3)

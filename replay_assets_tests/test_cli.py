@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pickle
 import subprocess
 import time
 from pathlib import Path
@@ -200,3 +201,23 @@ def test_sample_data_command_is_deterministic(tmp_path: Path) -> None:
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
     assert files_a == files_b and len(files_a) > 10
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
+
+
+def test_export_tmrl_writes_a_data_pkl_tmrl_can_load(dagster_env: dict[str, str], tmp_path: Path) -> None:
+    materialized = _run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "replay_assets.definitions",
+         "--select", "raw_replay_listings,tmrl_demo_buffers,tmrl_run_failures",
+         "--partition-range", "2025-10-14...2025-10-15"],
+        dagster_env,
+        tmp_path,
+    )  # fmt: skip
+    assert materialized.returncode == 0, materialized.stderr[-3000:]
+    out = tmp_path / "data.pkl"
+    export = [str(BIN / "replay-assets"), "export-tmrl", "--memory", "lidar", "--out", str(out)]
+    dry = _run([*export, "--dry-run"], dagster_env, tmp_path)
+    assert dry.returncode == 0 and "dry run" in dry.stdout and not out.exists()
+    assert _run(export, dagster_env, tmp_path).returncode == 0
+    columns = pickle.loads(out.read_bytes())  # our own output: what tmrl's trainer does with it
+    assert len(columns) == 9 and len({len(c) for c in columns}) == 1 and len(columns[0]) > 0
+    again = _run(export, dagster_env, tmp_path)
+    assert again.returncode == 1 and "Traceback" not in again.stderr  # no silent overwrite

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import replay_assets.datasets.tmrl as tmrl_datasets
+import replay_assets.datasets.tmrl_export as tmrl_export
 from replay_assets.datasets import (
     DemoBuffer,
     EmptyDemoBufferWarning,
@@ -586,6 +587,22 @@ def test_export_overwrite_and_dry_run(real_wh: str, tmp_path: Path) -> None:
     assert export_tmrl_memory(out, "lidar", warehouse=real_wh, max_samples=5, overwrite=True).samples == 5
     assert len(_load_memory(out)[0][0]) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.pkl"]
+
+
+def test_export_never_replaces_a_file_created_during_the_export(
+    real_wh: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "data.pkl"
+    check = tmrl_export._check_target
+
+    def check_then_someone_writes(target: Path, overwrite: bool) -> None:
+        check(target, overwrite)
+        target.write_bytes(b"another writer")
+
+    monkeypatch.setattr(tmrl_export, "_check_target", check_then_someone_writes)
+    with pytest.raises(ExportTargetExistsError):
+        export_tmrl_memory(out, "lidar", warehouse=real_wh)
+    assert out.read_bytes() == b"another writer" and [p.name for p in tmp_path.iterdir()] == ["data.pkl"]
 
 
 def test_export_ends_an_episode_where_a_run_ends_without_a_flag(tmp_path: Path) -> None:

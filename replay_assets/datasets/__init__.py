@@ -10,6 +10,9 @@ pulls in neither torch, DuckDB, pyarrow nor Dagster until a loader is actually t
 - ``TownletRecordings``: list Townlet recordings like the replay viewer and ``load`` one episode
   (a ``TownletReplay`` of ``TownletStep`` records, with ``seek``); needs no torch.
 - ``TownletStepDataset``: map-style dataset of Townlet steps or windows of steps.
+- ``DemoBuffer``: map-style dataset of TMRL demo samples (one observation layout), ``refresh()``-able
+  while a trainer runs; ``MixedSampler``: batches mixing fresh samples with demos in tmrl's way.
+- ``export_tmrl_memory``: the demos as tmrl's own replay memory file ``data.pkl``.
 """
 
 from __future__ import annotations
@@ -34,22 +37,38 @@ _EXPORTS = {
     "TownletStepDataset": "replay_assets.datasets.townlet",
     "EpisodeNotFoundError": "replay_assets.datasets.townlet",
     "AmbiguousEpisodeError": "replay_assets.datasets.townlet",
+    "DemoBuffer": "replay_assets.datasets.tmrl",
+    "MixedSampler": "replay_assets.datasets.tmrl",
+    "MixedIndex": "replay_assets.datasets.tmrl",
+    "MixedLayoutsError": "replay_assets.datasets.tmrl",
+    "EmptyDemoBufferWarning": "replay_assets.datasets.tmrl",
+    "export_tmrl_memory": "replay_assets.datasets.tmrl_export",
+    "ExportSummary": "replay_assets.datasets.tmrl_export",
+    "TmrlExportError": "replay_assets.datasets.tmrl_export",
 }
 
 __all__ = [
     "AmbiguousEpisodeError",
+    "DemoBuffer",
+    "EmptyDemoBufferWarning",
     "EpisodeNotFoundError",
+    "ExportSummary",
     "FilterError",
     "MettaSampleStream",
     "MissingPartitionsError",
     "MissingPartitionsWarning",
+    "MixedIndex",
+    "MixedLayoutsError",
+    "MixedSampler",
     "ReplayDataset",
+    "TmrlExportError",
     "TownletRecordingRow",
     "TownletRecordings",
     "TownletReplay",
     "TownletStep",
     "TownletStepDataset",
     "connect",
+    "export_tmrl_memory",
     "filters_expression",
     "filters_sql",
     "parse_filters",
@@ -59,6 +78,14 @@ if TYPE_CHECKING:
     from replay_assets.datasets.filters import FilterError, filters_expression, filters_sql, parse_filters
     from replay_assets.datasets.metta import MettaSampleStream, ReplayDataset
     from replay_assets.datasets.sql import connect
+    from replay_assets.datasets.tmrl import (
+        DemoBuffer,
+        EmptyDemoBufferWarning,
+        MixedIndex,
+        MixedLayoutsError,
+        MixedSampler,
+    )
+    from replay_assets.datasets.tmrl_export import ExportSummary, TmrlExportError, export_tmrl_memory
     from replay_assets.datasets.townlet import (
         AmbiguousEpisodeError,
         EpisodeNotFoundError,
