@@ -17,7 +17,6 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
-    AssetOut,
     BackfillPolicy,
     Config,
     MetadataValue,
@@ -25,7 +24,13 @@ from dagster import (
 )
 from pydantic import Field
 
-from replay_assets.assets.replay_files import FailureLog, files_stream, listed_files, source_outputs
+from replay_assets.assets.replay_files import (
+    FailureLog,
+    files_stream,
+    listed_files,
+    source_outputs,
+    source_outs,
+)
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.metta import ReplaySource, episode_id_for, read_metta_samples
 from replay_assets.formats.schemas import METTA_ACTION_SAMPLES
@@ -125,18 +130,9 @@ def _checks(warehouse_sql: WarehouseDuckDB, first: str, last: str, failures: lis
 
 
 @multi_asset(
-    outs={
-        SAMPLES: AssetOut(
-            io_manager_key="warehouse_io_manager", kinds={"parquet"}, group_name="metta", is_required=False
-        ),
-        FAILURES: AssetOut(
-            io_manager_key="warehouse_io_manager",
-            kinds={"parquet"},
-            group_name="metta",
-            is_required=False,
-            description="MettaScope replays of the day that could not be used, with the reason.",
-        ),
-    },
+    outs=source_outs(
+        SAMPLES, FAILURES, "metta", "MettaScope replays of the day that could not be used, with the reason."
+    ),
     ins={"raw_replay_listings": AssetIn(key=AssetKey("raw_replay_listings"))},
     partitions_def=DAILY,
     backfill_policy=BackfillPolicy.single_run(),

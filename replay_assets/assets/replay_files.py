@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, Output
+from dagster import AssetExecutionContext, AssetOut, Output
 
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.schemas import REPLAY_FAILURES
@@ -127,3 +127,21 @@ def source_outputs(
         tables = {key: log.table() for key, log in failures.items()}
         count = sum(t.num_rows for t in tables.values())
         yield Output(value(tables), output_name=failures_output, metadata={"failed_files": count})
+
+
+def source_outs(
+    rows_output: str, failures_output: str, group: str, failures_description: str
+) -> dict[str, AssetOut]:
+    """The two outputs of a source multi-asset: its rows and its failures table, each optional so either
+    can be materialized alone."""
+
+    def out(description: str | None = None) -> AssetOut:
+        return AssetOut(
+            io_manager_key="warehouse_io_manager",
+            kinds={"parquet"},
+            group_name=group,
+            is_required=False,
+            description=description,
+        )
+
+    return {rows_output: out(), failures_output: out(failures_description)}

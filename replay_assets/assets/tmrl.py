@@ -11,9 +11,15 @@ import datetime as dt
 from typing import Any
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetOut, BackfillPolicy, multi_asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, BackfillPolicy, multi_asset
 
-from replay_assets.assets.replay_files import FailureLog, files_stream, listed_files, source_outputs
+from replay_assets.assets.replay_files import (
+    FailureLog,
+    files_stream,
+    listed_files,
+    source_outputs,
+    source_outs,
+)
 from replay_assets.formats.tmrl import TMRL_DEMO_BUFFERS, RunSource, run_batches
 from replay_assets.partitions import DAILY
 from replay_assets.resources.replay_store import ReplayStore
@@ -36,18 +42,12 @@ def _day_stream(backend: Any, day: dt.date, listing: pa.Table, failures: Failure
 
 
 @multi_asset(
-    outs={
-        BUFFERS: AssetOut(
-            io_manager_key="warehouse_io_manager", kinds={"parquet"}, group_name="tmrl", is_required=False
-        ),
-        FAILURES: AssetOut(
-            io_manager_key="warehouse_io_manager",
-            kinds={"parquet"},
-            group_name="tmrl",
-            is_required=False,
-            description="Player runs of the day that were refused (unsafe pickle, bad schema) and why.",
-        ),
-    },
+    outs=source_outs(
+        BUFFERS,
+        FAILURES,
+        "tmrl",
+        "Player runs of the day that were refused (unsafe pickle, bad schema) and why.",
+    ),
     ins={"raw_replay_listings": AssetIn(key=AssetKey("raw_replay_listings"))},
     partitions_def=DAILY,
     backfill_policy=BackfillPolicy.single_run(),
