@@ -19,6 +19,7 @@ from replay_assets.datasets.sql import connect
 from replay_assets.definitions import build_resources
 from replay_assets.landing.backends import LocalLanding
 from replay_assets.sample_data.tmrl import tmrl_player_run_bytes
+from replay_assets_tests.conftest import upload_tree
 from replay_assets_tests.processes import BIN, clean_env, dagster_home, process
 
 RUNS = "tmrl/player_runs"
@@ -193,3 +194,24 @@ def test_daemon_injects_a_dropped_file_end_to_end(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(2)
     assert connect(str(warehouse)).sql("SELECT count(*) FROM tmrl_demo_buffers").fetchone()[0] == 20
+
+
+def test_sensor_on_an_s3_landing_zone(tmp_path: Path, s3_bucket: str) -> None:
+    """The same tick on S3: listing, reading, the .rejected rename and the .reason file via boto3."""
+    import boto3
+
+    from replay_assets.landing.backends import S3Landing
+
+    landing = tmp_path / "landing"
+    good = _write_run(landing, "100000", 5)
+    evil = landing / RUNS / "20251014_090000_evil0001.pkl"
+    evil.write_bytes(pickle.dumps({"format": "tmrl_player_run_v1", "samples": [_Gadget(tmp_path / "pwned")]}))
+    upload_tree(landing, s3_bucket, "landing")
+    client = boto3.client("s3")
+    backend = S3Landing(client, f"s3://{s3_bucket}/landing")
+    result = evaluate_tick(build_sensor_context(instance=DagsterInstance.ephemeral()), backend, SETTINGS)
+    assert [r.tags["replay_assets/player_run"] for r in result.run_requests] == [f"{RUNS}/{good.name}"]
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="landing/")["Contents"]}
+    assert f"landing/{RUNS}/{evil.name}.rejected" in keys and f"landing/{RUNS}/{evil.name}" not in keys
+    reason = client.get_object(Bucket=s3_bucket, Key=f"landing/{RUNS}/{evil.name}.reason")["Body"].read()
+    assert b"UnsafePickleError" in reason and not (tmp_path / "pwned").exists()
