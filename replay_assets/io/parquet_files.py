@@ -78,23 +78,31 @@ def _write_stream(
 ) -> int:
     """Write batches as row groups of exactly ``group_rows`` rows (the last may be shorter); return the
     row count. Rows beyond a full group carry over to the next, so batch sizes never leave tiny groups;
-    a group is cut early only when its buffered bytes reach ``ROW_GROUP_BYTES``."""
+    a group is cut early only when its buffered bytes reach ``ROW_GROUP_BYTES``. Batches are only
+    joined when a group is full, so many small batches cost no per-batch copying."""
     rows = 0
-    pending = pa.Table.from_batches([], schema)
+    pending: list[pa.RecordBatch] = []
+    pending_rows = pending_bytes = 0
     with pq.ParquetWriter(sink, schema, compression="snappy") as writer:
         for batch in batches:
             if batch.schema != schema:
                 batch = pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
             rows += batch.num_rows
-            pending = pa.concat_tables([pending, pa.Table.from_batches([batch], schema)])
-            while pending.num_rows >= group_rows:
-                writer.write_table(pending.slice(0, group_rows), row_group_size=group_rows)
-                pending = pending.slice(group_rows)
-            if pending.nbytes >= ROW_GROUP_BYTES:
-                writer.write_table(pending, row_group_size=group_rows)
-                pending = pending.slice(pending.num_rows)
-        if pending.num_rows:
-            writer.write_table(pending, row_group_size=group_rows)
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            pending_bytes += batch.nbytes
+            if pending_rows < group_rows and pending_bytes < ROW_GROUP_BYTES:
+                continue
+            table = pa.Table.from_batches(pending, schema)
+            full = (
+                table.num_rows if pending_rows < group_rows else table.num_rows - table.num_rows % group_rows
+            )
+            writer.write_table(table.slice(0, full), row_group_size=group_rows)
+            pending = table.slice(full).to_batches()
+            pending_rows = table.num_rows - full
+            pending_bytes = sum(b.nbytes for b in pending)
+        if pending_rows:
+            writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=group_rows)
     return rows
 
 
