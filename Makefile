@@ -36,6 +36,8 @@ daemon: setup
 bench: setup
 	$(BIN)/python bench/io_manager.py
 	$(BIN)/python bench/metta.py
+	$(BIN)/python bench/townlet.py
+	$(BIN)/python bench/tmrl.py
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) data build *.egg-info
