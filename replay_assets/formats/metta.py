@@ -53,16 +53,12 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from replay_assets.errors import FileFormatError
 from replay_assets.formats import detect
 from replay_assets.formats.schemas import METTA_ACTION_SAMPLES
-
-try:  # a declared dependency; the stdlib fallback only keeps the reader usable without it
-    import orjson
-except ImportError:  # pragma: no cover
-    orjson = None
 
 __all__ = [
     "ReplayFormatError",
@@ -617,7 +613,7 @@ def _gc_paused() -> Iterator[None]:
 def _parse_json(text: bytes, name: str) -> dict[str, Any]:
     """orjson for speed; the stdlib as a fallback for what orjson refuses (NaN, huge ints)."""
     try:
-        doc = orjson.loads(text) if orjson is not None else json.loads(text)
+        doc = orjson.loads(text)
     except (ValueError, RecursionError):
         try:
             doc = json.loads(text)

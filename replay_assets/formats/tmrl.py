@@ -91,15 +91,11 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from replay_assets.errors import FileFormatError
 from replay_assets.formats.schemas import ACT_SIZE, IMAGES_SHAPE, LIDAR_SHAPE, OBS_RAW_TYPE, TMRL_DEMO_BUFFERS
-
-try:  # a declared dependency; the stdlib fallback only keeps the reader usable without it
-    import orjson
-except ImportError:  # pragma: no cover
-    orjson = None
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -1028,17 +1024,16 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
-_ORJSON_OPTIONS = (orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS) if orjson is not None else 0
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def _info_to_json(info: dict[Any, Any]) -> str:
-    if orjson is not None:
-        try:
-            return orjson.dumps(info, default=_json_default, option=_ORJSON_OPTIONS).decode()
-        except orjson.JSONEncodeError as exc:
-            if isinstance(exc.__cause__, _Refused | _Malformed):
-                raise exc.__cause__ from None
-            # Past orjson's limits (ints beyond 64 bits, tuple keys, deep nesting): the stdlib decides.
+    try:
+        return orjson.dumps(info, default=_json_default, option=_ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, _Refused | _Malformed):
+            raise exc.__cause__ from None
+        # Past orjson's limits (ints beyond 64 bits, tuple keys, deep nesting): the stdlib decides.
     try:
         return json.dumps(info, default=_json_default, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
