@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps pysc2==4.0.0  # engine backend; its deps are the project's (pyproject)
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
