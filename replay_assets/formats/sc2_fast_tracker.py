@@ -225,4 +225,6 @@ def decode_tracker_events(contents: bytes, protocol: ModuleType) -> Iterator[dic
             event["_bits"] = (pos - start) * 8
             yield event
     except IndexError:
-        raise TrackerDecodeError(f"truncated tracker events: the stream ends inside an event ({end} bytes)")
+        raise TrackerDecodeError(
+            f"truncated tracker events: the stream ends inside an event ({end} bytes)"
+        ) from None

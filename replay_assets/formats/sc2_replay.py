@@ -204,12 +204,16 @@ def open_replay(data: bytes, uri: str) -> Sc2Replay:
         archive = mpyq.MPQArchive(io.BytesIO(data))
         header_bytes = archive.header["user_data_header"]["content"]
     except Exception as exc:
-        raise Sc2ReplayError(uri, f"not a readable MPQ archive (truncated or corrupted?): {_describe(exc)}")
+        raise Sc2ReplayError(
+            uri, f"not a readable MPQ archive (truncated or corrupted?): {_describe(exc)}"
+        ) from exc
     try:
         header = versions.latest().decode_replay_header(header_bytes)
         version = header["m_version"]
         base_build = int(version["m_baseBuild"])
-        game_version = f"{version['m_major']}.{version['m_minor']}.{version['m_revision']}.{version['m_build']}"
+        game_version = (
+            f"{version['m_major']}.{version['m_minor']}.{version['m_revision']}.{version['m_build']}"
+        )
         game_loops = int(header["m_elapsedGameLoops"])
     except Exception as exc:
         raise Sc2ReplayError(uri, f"replay header does not decode: {_describe(exc)}") from exc
@@ -225,7 +229,9 @@ def _text(value: Any) -> str:
 
 
 def _players(details: dict[str, Any], slots: list[dict[str, Any]]) -> list[Sc2Player]:
-    by_working_slot = {s.get("m_workingSetSlotId"): s for s in slots if s.get("m_workingSetSlotId") is not None}
+    by_working_slot = {
+        s.get("m_workingSetSlotId"): s for s in slots if s.get("m_workingSetSlotId") is not None
+    }
     players = []
     for index, entry in enumerate(details.get("m_playerList") or []):
         if entry.get("m_observe"):
@@ -351,10 +357,18 @@ def _metadata_players(replay: Sc2Replay, row: dict[str, Any], reasons: list[str]
     except Sc2ReplayError as exc:
         reasons.append(exc.reason)
     players = [
-        Sc2Player(**{**p.__dict__, "mmr": mmrs.get(p.player_id), "apm": apms.get(p.player_id)}) for p in players
+        Sc2Player(**{**p.__dict__, "mmr": mmrs.get(p.player_id), "apm": apms.get(p.player_id)})
+        for p in players
     ]
     row["players"] = [
-        {"player_id": p.player_id, "name": p.name, "race": p.race, "result": p.result, "mmr": p.mmr, "apm": p.apm}
+        {
+            "player_id": p.player_id,
+            "name": p.name,
+            "race": p.race,
+            "result": p.result,
+            "mmr": p.mmr,
+            "apm": p.apm,
+        }
         for p in players
     ]
     return players
