@@ -137,12 +137,30 @@ def _value(buf: bytes, pos: int, typeid: int, kinds: list[tuple[int, str, Any]])
         n, pos = _vint(buf, pos)
         result: dict[str, Any] = {}
         for _ in range(n):
-            tag, pos = _vint(buf, pos)
+            b = buf[pos]
+            if b & 0x80:
+                tag, pos = _vint(buf, pos)
+            else:
+                tag = -(b >> 1) if b & 1 else b >> 1
+                pos += 1
             field = extra.get(tag)
             if field is None:
                 pos = _skip(buf, pos)
                 continue
             name, child = field
+            if buf[pos] == 9 and kinds[child][0] == 9:  # an int field: inlined, most fields are
+                b = buf[pos + 1]
+                pos += 2
+                value = (b >> 1) & 0x3F
+                negative = b & 1
+                shift = 6
+                while b & 0x80:
+                    b = buf[pos]
+                    pos += 1
+                    value |= (b & 0x7F) << shift
+                    shift += 7
+                result[name] = -value if negative else value
+                continue
             value, pos = _value(buf, pos, child, kinds)
             if name == "__parent":
                 if isinstance(value, dict):
