@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 import pyarrow as pa
+from pysc2.lib.remote_controller import RequestError
 from s2clientprotocol import raw_pb2
 from s2clientprotocol import sc2api_pb2 as sc_pb
 
@@ -172,14 +173,24 @@ class FrameMerger:
             self._last_owner[tag] = unit.owner
             units_by_owner.setdefault(unit.owner, []).append(unit_row(unit, game_loop))
         return [
-            self._player_row(game_loop, player_id, observations.get(player_id),
-                             units_by_owner.get(player_id, []), dead_by_owner.get(player_id, []))
+            self._player_row(
+                game_loop,
+                player_id,
+                observations.get(player_id),
+                units_by_owner.get(player_id, []),
+                dead_by_owner.get(player_id, []),
+            )
             for player_id in self.player_ids
         ]
 
     @staticmethod
-    def _player_row(game_loop: int, player_id: int, own: sc_pb.ResponseObservation | None,
-                    units: list[dict], dead_units: list[int]) -> dict[str, Any]:
+    def _player_row(
+        game_loop: int,
+        player_id: int,
+        own: sc_pb.ResponseObservation | None,
+        units: list[dict],
+        dead_units: list[int],
+    ) -> dict[str, Any]:
         """Stats and upgrades come only from the player's own perspective: null when it is missing."""
         has_common = own is not None and own.observation.HasField("player_common")
         common = own.observation.player_common if has_common else None
@@ -237,8 +248,12 @@ def frame_batches(
     rows: Iterable[dict[str, Any]], lineage: Lineage, batch_rows: int = 512
 ) -> Iterator[pa.RecordBatch]:
     """SC2_GROUND_TRUTH_FRAMES batches of at most `batch_rows` rows, lineage columns added."""
-    lineage_columns = {"date": lineage.day, "replay_id": lineage.replay_id, "source_uri": lineage.uri,
-                       "backend": BACKEND}
+    lineage_columns = {
+        "date": lineage.day,
+        "replay_id": lineage.replay_id,
+        "source_uri": lineage.uri,
+        "backend": BACKEND,
+    }
     pending: list[dict[str, Any]] = []
     for row in rows:
         pending.append({**lineage_columns, **row})
@@ -337,7 +352,10 @@ def engine_frame_batches(
     """
     name = lineage.uri
     engine_build = controller.ping().base_build
-    info = controller.replay_info(replay_data)
+    try:
+        info = controller.replay_info(replay_data)
+    except RequestError as error:  # pysc2 raises on the response's error field; judge the response itself
+        info = error.res
     players = observed_players(name, info, engine_build)
     map_data = None
     if info.local_map_path and map_data_for is not None:

@@ -9,6 +9,7 @@ appends its pid to `$SC2_STANDIN_LAUNCH_LOG` when set, so tests can count instan
 """
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -78,7 +79,8 @@ class Game:
                                             error_details="not a stand-in replay")
         info = sc_pb.ResponseReplayInfo(
             map_name=scenario["map_name"], game_duration_loops=scenario["game_loops"],
-            game_duration_seconds=scenario["game_loops"] / 22.4, game_version=f"4.10.0.{scenario['base_build']}",
+            game_duration_seconds=scenario["game_loops"] / 22.4,
+            game_version=f"4.10.0.{scenario['base_build']}",
             data_build=scenario["base_build"], base_build=scenario["base_build"], data_version="STANDIN",
         )
         for player in scenario["players"]:
@@ -144,7 +146,8 @@ class Game:
         self.last_observed = loop
         if self.status == sc_pb.ended:
             for p in self.scenario["players"]:
-                response.player_result.add(player_id=p["id"], result=sc_pb.Victory if p.get("wins") else sc_pb.Defeat)
+                result = sc_pb.Victory if p.get("wins") else sc_pb.Defeat
+                response.player_result.add(player_id=p["id"], result=result)
         return response
 
     @staticmethod
@@ -180,7 +183,8 @@ def handshake(sock: socket.socket) -> bool:
         data += chunk
     lines = data.decode("latin-1").split("\r\n")
     path = lines[0].split(" ")[1]
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    pairs = (line.partition(":") for line in lines[1:] if line)
+    headers = {key.strip().lower(): value.strip() for key, _, value in pairs}
     if path != "/sc2api" or "sec-websocket-key" not in headers:
         sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         return False
@@ -250,10 +254,8 @@ def main() -> None:
         with conn:
             if not handshake(conn):
                 continue
-            try:
+            with contextlib.suppress(EOFError, OSError):
                 serve(conn, game)
-            except (EOFError, OSError):
-                pass
         return  # like a game whose client went away: nothing left to serve
 
 
