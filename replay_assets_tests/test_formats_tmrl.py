@@ -234,7 +234,11 @@ def test_schema() -> None:
     assert field("lidar").type == pa.list_(pa.float32(), 76)
     assert field("lidar").metadata == {b"shape": b"[4, 19]", b"dtype": b"float32"}
     assert field("images").type == pa.binary()
-    assert field("images").metadata == {b"shape": b"[4, 64, 64]", b"dtype": b"uint8"}
+    assert field("images").metadata == {
+        b"shape": b"[4, 64, 64]",
+        b"dtype": b"uint8",
+        b"parquet_compression": b"zstd",
+    }
     assert field("sample_index").type == pa.int32()
     assert field("recorded_at").type == pa.timestamp("us", tz="UTC") and field("recorded_at").nullable
     assert field("date").type == pa.date32()

@@ -285,3 +285,52 @@ def test_streamed_batches_fill_whole_row_groups(tmp_path, monkeypatch) -> None:
     meta = pq.ParquetFile(path.path).metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 1000, 1000, 700]
     assert read_parquet(path).equals(_table(4700))
+
+
+def test_field_metadata_chooses_a_column_codec(tmp_path) -> None:
+    """A field may ask for its own codec (TMRL frames: zstd); every other leaf stays snappy, nested too."""
+    schema = pa.schema(
+        [
+            pa.field("frames", pa.binary(), metadata={b"parquet_compression": b"zstd"}),
+            pa.field("tags", pa.list_(pa.int64())),
+            pa.field("unit", pa.struct([pa.field("x", pa.float32())])),
+        ]
+    )
+    table = pa.table(
+        {"frames": [b"\x01" * 4096] * 50, "tags": [[1, 2]] * 50, "unit": [{"x": 1.0}] * 50}, schema=schema
+    )
+    path = UPath(tmp_path / "codec.parquet")
+    write_parquet(path, table)
+    meta = pq.ParquetFile(path.path).metadata.row_group(0)
+    codecs = {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
+    assert codecs == {"frames": "ZSTD", "tags.list.element": "SNAPPY", "unit.x": "SNAPPY"}
+    assert read_parquet(path).equals(table)
+
+
+def test_prefetch_keeps_order_and_reraises_the_producers_error() -> None:
+    def batches(fail_at: int | None) -> Iterator[pa.RecordBatch]:
+        for i in range(10):
+            if i == fail_at:
+                raise ValueError(f"replay {i} is broken")
+            yield pa.record_batch({"i": [i]})
+
+    assert [b["i"][0].as_py() for b in parquet_files._prefetched(batches(None), 2)] == list(range(10))
+    seen = []
+    with pytest.raises(ValueError, match="replay 6 is broken"):
+        for batch in parquet_files._prefetched(batches(6), 2):
+            seen.append(batch["i"][0].as_py())
+    assert seen == list(range(6))
+
+
+def test_prefetch_stops_the_producer_when_the_writer_gives_up() -> None:
+    produced = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for i in range(1000):
+            produced.append(i)
+            yield pa.record_batch({"i": [i]})
+
+    stream = parquet_files._prefetched(batches(), 2)
+    next(stream)
+    stream.close()  # joins the producer
+    assert len(produced) < 10

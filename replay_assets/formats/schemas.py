@@ -148,9 +148,11 @@ LIDAR_SHAPE = (4, 19)  # 4 frames of 19 beams, newest first
 IMAGES_SHAPE = (4, 64, 64)  # 4 grayscale frames, newest first
 
 
-def _tensor_field(name: str, type_: pa.DataType, shape: Sequence[int], dtype: str) -> pa.Field:
+def _tensor_field(
+    name: str, type_: pa.DataType, shape: Sequence[int], dtype: str, **extra: str
+) -> pa.Field:
     """A nullable column holding one flattened numpy array per row; its shape and dtype as metadata."""
-    return pa.field(name, type_, metadata={"shape": json.dumps(list(shape)), "dtype": dtype})
+    return pa.field(name, type_, metadata={"shape": json.dumps(list(shape)), "dtype": dtype, **extra})
 
 
 OBS_RAW_TYPE = pa.list_(
@@ -186,7 +188,8 @@ TMRL_DEMO_BUFFERS = pa.schema(
         # The (4, 64, 64) uint8 frames' 16384 bytes. Binary, not a list of uint8: one Parquet value per
         # row (30x faster to write and read than fixed_size_list<uint8>[16384]); not fixed-size binary,
         # whose null rows (every lidar run) would still allocate 16 KiB each, writing and reading.
-        _tensor_field("images", pa.binary(), IMAGES_SHAPE, "uint8"),
+        # zstd (see io/parquet_files.py): consecutive samples share three of their four frames.
+        _tensor_field("images", pa.binary(), IMAGES_SHAPE, "uint8", parquet_compression="zstd"),
         _tensor_field("prev_act_1", pa.list_(pa.float32(), ACT_SIZE), (ACT_SIZE,), "float32"),  # act t-1
         _tensor_field("prev_act_2", pa.list_(pa.float32(), ACT_SIZE), (ACT_SIZE,), "float32"),  # act t-2
         pa.field("obs_raw", OBS_RAW_TYPE),  # unknown layouts only: every obs component
