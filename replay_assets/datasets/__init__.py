@@ -13,6 +13,8 @@ pulls in neither torch, DuckDB, pyarrow nor Dagster until a loader is actually t
 - ``DemoBuffer``: map-style dataset of TMRL demo samples (one observation layout), ``refresh()``-able
   while a trainer runs; ``MixedSampler``: batches mixing fresh samples with demos in tmrl's way.
 - ``export_tmrl_memory``: the demos as tmrl's own replay memory file ``data.pkl``.
+- ``Sc2FramesDataset``: map-style dataset of StarCraft II frames, units as padded tensors with masks;
+  ``RowGroupShuffleSampler``: shuffled order that still reads each Parquet row group once.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ _EXPORTS = {
     "MixedLayoutsError": "replay_assets.datasets.tmrl",
     "EmptyDemoBufferWarning": "replay_assets.datasets.tmrl",
     "export_tmrl_memory": "replay_assets.datasets.tmrl_export",
+    "Sc2FramesDataset": "replay_assets.datasets.sc2",
+    "RowGroupShuffleSampler": "replay_assets.datasets.sc2",
     "ExportSummary": "replay_assets.datasets.tmrl_export",
     "TmrlExportError": "replay_assets.datasets.tmrl_export",
 }
@@ -61,6 +65,8 @@ __all__ = [
     "MixedLayoutsError",
     "MixedSampler",
     "ReplayDataset",
+    "RowGroupShuffleSampler",
+    "Sc2FramesDataset",
     "TmrlExportError",
     "TownletRecordingRow",
     "TownletRecordings",
@@ -77,6 +83,7 @@ __all__ = [
 if TYPE_CHECKING:
     from replay_assets.datasets.filters import FilterError, filters_expression, filters_sql, parse_filters
     from replay_assets.datasets.metta import MettaSampleStream, ReplayDataset
+    from replay_assets.datasets.sc2 import RowGroupShuffleSampler, Sc2FramesDataset
     from replay_assets.datasets.sql import connect
     from replay_assets.datasets.tmrl import (
         DemoBuffer,
