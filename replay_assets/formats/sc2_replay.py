@@ -150,12 +150,17 @@ class Sc2Replay:
             self._cache["init"] = self._decode("replay.initData", self.protocol.decode_replay_initdata)
         return self._cache["init"]
 
-    def players(self) -> list[Sc2Player]:
-        """Non-observer players in player_id order (user ids from initData when it decodes)."""
-        try:
-            slots = self.init_data()["m_syncLobbyState"]["m_lobbyState"]["m_slots"]
-        except Sc2ReplayError:
-            slots = []
+    def players(self, user_ids: bool = True) -> list[Sc2Player]:
+        """Non-observer players in player_id order; user ids from initData when asked and it decodes.
+
+        ``user_ids=False`` skips initData (a slow bit-packed decode the tracker backend does not need).
+        """
+        slots = []
+        if user_ids:
+            try:
+                slots = self.init_data()["m_syncLobbyState"]["m_lobbyState"]["m_slots"]
+            except Sc2ReplayError:
+                slots = []
         return _players(self.details(), slots)
 
     def game_events(self) -> Iterator[dict[str, Any]]:

@@ -326,7 +326,7 @@ def tracker_frames(
         raise ValueError(f"step_mul and batch_rows must be >= 1, got {step_mul} and {batch_rows}")
     replay = open_replay(data, source.uri)
     contents = replay.member("replay.tracker.events")
-    players = replay.players()
+    players = replay.players(user_ids=False)
     if not players:
         raise Sc2ReplayError(source.uri, "replay.details lists no players")
     try:
