@@ -50,11 +50,11 @@ def rows(result: list[pa.RecordBatch] | Exception) -> int:
 
 
 def test_results_in_input_order_from_two_workers(sc2path: Path) -> None:
-    items = [item(f"r{i}", game_loops=8 * (3 - i % 3)) for i in range(4)]
-    with Sc2EnginePool(sc2path, workers=2, base_build=BUILD) as pool:
+    items = [item(f"r{i}", game_loops=8 * (3 - i % 3)) for i in range(7)]
+    with Sc2EnginePool(sc2path, workers=2, base_build=BUILD) as pool:  # a look-ahead window of 4
         results = list(pool.frames(items))
     assert [source for source, _ in results] == [source for _, source in items]
-    assert [rows(result) for _, result in results] == [8, 6, 4, 8]  # (loops / 8 + 1) frames x 2 players
+    assert [rows(result) for _, result in results] == [8, 6, 4, 8, 6, 4, 8]  # (loops/8 + 1) x 2
     first = pa.Table.from_batches(results[0][1])
     assert set(first.column("replay_id").to_pylist()) == {items[0][1].sha256}
     assert set(first.column("source_uri").to_pylist()) == {items[0][1].uri}

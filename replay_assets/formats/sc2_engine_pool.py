@@ -88,8 +88,9 @@ def _play(
     instance: _Instance, settings: EngineSettings, data: bytes, lineage: Lineage
 ) -> list[pa.RecordBatch]:
     return list(
-        engine_frame_batches(instance.controller, data, lineage, settings.step_mul, instance.map_data,
-                             settings.batch_rows)
+        engine_frame_batches(
+            instance.controller, data, lineage, settings.step_mul, instance.map_data, settings.batch_rows
+        )
     )
 
 
@@ -229,7 +230,8 @@ class Sc2EnginePool:
                     next_out += 1
                 if exhausted and not sources:
                     return
-                self._collect(sources, done)
+                if any(w.task is not None for w in self._pool):
+                    self._collect(sources, done)  # else the window just emptied: dispatch more first
         finally:
             for worker in [w for w in self._pool if w.task is not None]:
                 self._retire(worker)  # abandoned mid-replay (the caller stopped early): never reuse
