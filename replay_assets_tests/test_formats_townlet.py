@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from replay_assets.errors import ReplayAssetsError
-from replay_assets.formats import townlet
+from replay_assets.formats import townlet, townlet_msgpack
 from replay_assets.formats.schemas import TOWNLET_EPISODE_STEPS, TOWNLET_RECORDINGS_INDEX
 from replay_assets.formats.townlet import (
     STEP_COLUMNS,
@@ -79,22 +79,28 @@ def _direct(data: bytes) -> dict[str, Any]:
 
 
 def _both_paths(raw: bytes, name: str = "fixture") -> tuple[Any, pa.RecordBatch]:
-    """Decode with the fast path and with the generic one; they must agree exactly (or fail alike)."""
+    """Decode with the fast path and with the generic one; they must agree exactly (or fail alike). The
+    verification mode (``steps=False``: checks without building the step columns when it can) must give
+    the same episode, or the same error."""
     outcomes = []
-    for fast in (True, False):
+    for fast, steps in ((True, True), (False, True), (True, False)):
         try:
             outcomes.append(
-                townlet._decode_document(raw, name, compression="none", compressed_size=len(raw), fast=fast)
+                townlet._decode_document(
+                    raw, name, compression="none", compressed_size=len(raw), fast=fast, steps=steps
+                )
             )
         except RecordingFormatError as exc:
             outcomes.append(exc)
-    fast_result, generic_result = outcomes
+    fast_result, generic_result, verified = outcomes
     if isinstance(generic_result, RecordingFormatError):
         assert str(fast_result) == str(generic_result)
+        assert str(verified) == str(generic_result)
         raise generic_result
     assert fast_result[0] == generic_result[0]
     assert fast_result[1].equals(generic_result[1])
     assert fast_result[1].schema.equals(STEP_COLUMNS, check_metadata=True)
+    assert verified[0] == generic_result[0] and verified[1] is None
     return generic_result
 
 
@@ -174,7 +180,7 @@ def test_real_steps_equal_a_direct_lz4_msgpack_decode(real) -> None:
         assert [s["meters"] for s in doc["steps"]] == [r["meters"] for r in got]
         # and the fast path reads every real file (the generic path would be 5x slower)
         raw = lz4.frame.decompress(data) if row["episode_id"] not in UNCOMPRESSED_EPISODES else data
-        assert townlet._fast_document(raw) is not None, row["file_path"]
+        assert townlet_msgpack.fast_document(raw) is not None, row["file_path"]
         _both_paths(raw, row["file_path"])
 
 
@@ -298,7 +304,7 @@ def test_writer_recordings_take_the_fast_path(compression: str, layout_shape: st
             num_steps=500, compression=compression, layout_shape=layout_shape, optional_fields=fields
         )
         raw = lz4.frame.decompress(data) if compression == "lz4" else data
-        assert townlet._fast_document(raw) is not None
+        assert townlet_msgpack.fast_document(raw) is not None
         episode, steps = _both_paths(raw)
         assert steps.to_pylist() == _step_rows(_direct(data)["steps"])
         assert episode.has_temporal == ("time_of_day" in fields)
