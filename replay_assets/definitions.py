@@ -7,6 +7,7 @@ from dagster_aws.s3 import S3Resource
 
 from replay_assets.assets.listings import raw_replay_listings
 from replay_assets.assets.metta import metta_action_samples
+from replay_assets.assets.sc2 import sc2_ground_truth_frames, sc2_replay_metadata
 from replay_assets.assets.tmrl import tmrl_demo_buffers
 from replay_assets.assets.townlet import townlet_episode_steps, townlet_recordings_index
 from replay_assets.automation.player_runs import player_runs_sensor
@@ -14,11 +15,14 @@ from replay_assets.automation.schedules import daily_replay_job, daily_replay_sc
 from replay_assets.config import Settings, aws_region
 from replay_assets.io.parquet_io_manager import PartitionedParquetIOManager
 from replay_assets.resources.replay_store import ReplayStore
+from replay_assets.resources.sc2_engine import Sc2Engine
 from replay_assets.resources.warehouse_sql import WarehouseDuckDB
 
 ASSETS = [
     raw_replay_listings,
     metta_action_samples,
+    sc2_replay_metadata,
+    sc2_ground_truth_frames,
     townlet_recordings_index,
     townlet_episode_steps,
     tmrl_demo_buffers,
@@ -35,6 +39,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "replay_store": ReplayStore(landing_uri=settings.landing_uri, s3=s3),
         "warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=settings.warehouse_uri),
         "warehouse_sql": WarehouseDuckDB(warehouse_uri=settings.warehouse_uri),
+        "sc2_engine": Sc2Engine(),  # SC2PATH from the environment; only backend=engine/auto uses it
     }
 
 

@@ -130,18 +130,23 @@ def source_outputs(
 
 
 def source_outs(
-    rows_output: str, failures_output: str, group: str, failures_description: str
+    rows_output: str,
+    failures_output: str,
+    group: str,
+    failures_description: str,
+    rows_metadata: dict[str, Any] | None = None,
 ) -> dict[str, AssetOut]:
     """The two outputs of a source multi-asset: its rows and its failures table, each optional so either
-    can be materialized alone."""
+    can be materialized alone. ``rows_metadata``: definition metadata of the rows (e.g. row group size)."""
 
-    def out(description: str | None = None) -> AssetOut:
+    def out(description: str | None = None, metadata: dict[str, Any] | None = None) -> AssetOut:
         return AssetOut(
             io_manager_key="warehouse_io_manager",
             kinds={"parquet"},
             group_name=group,
             is_required=False,
             description=description,
+            metadata=metadata,
         )
 
-    return {rows_output: out(), failures_output: out(failures_description)}
+    return {rows_output: out(metadata=rows_metadata), failures_output: out(failures_description)}
