@@ -86,6 +86,15 @@ def test_aligned_frames_group_perspectives_by_game_loop() -> None:
     assert rows[4]["minerals"] is None and rows[5]["minerals"] == 50
 
 
+def test_a_perspective_repeating_a_loop_does_not_break_the_merge() -> None:
+    repeated = [_obs(0, 1, []), _obs(8, 1, [], minerals=1), _obs(8, 1, [], minerals=2)]
+    streams = {1: repeated, 2: [_obs(8, 2, [])]}
+    rows = list(merged_rows([1, 2], streams))
+    assert [(r["game_loop"], r["player_id"], r["minerals"]) for r in rows] == [
+        (0, 1, 50), (0, 2, None), (8, 1, 2), (8, 2, 50)
+    ]
+
+
 def test_validation_names_both_builds_and_skips_observers() -> None:
     info = sc_pb.ResponseReplayInfo(base_build=75800, game_version="4.10.1.75800")
     with pytest.raises(Sc2EngineError, match=r"x\.SC2Replay: replay base build 75800 .* engine is Base75689"):
@@ -143,6 +152,14 @@ def test_engine_replay_both_perspectives_merged(controller: Any) -> None:
     assert [u["tag"] for u in frame[(24, 2)]["units"]] == [2001]
     assert frame[(8, 1)]["upgrade_ids"] == [] and frame[(16, 1)]["upgrade_ids"] == [1]
     assert frame[(16, 1)]["upgrades"] == upgrade_names([1]) and frame[(16, 2)]["upgrade_ids"] == []
+
+
+def test_stub_end_observation_is_not_a_second_frame(controller: Any) -> None:
+    """pysc2 turns SC2's end-of-replay stub into a copy of the previous observation: one frame per loop."""
+    game = replay_bytes(scenario(game_loops=36, stub_end=True))
+    table = pa.Table.from_batches(list(engine_frame_batches(controller, game, LINEAGE, step_mul=8)))
+    keys = [(r["game_loop"], r["player_id"]) for r in table.select(["game_loop", "player_id"]).to_pylist()]
+    assert keys == [(loop, player) for loop in (0, 8, 16, 24, 32) for player in (1, 2)]
 
 
 def test_engine_refuses_another_build_and_unreadable_replays(controller: Any, shared_data: Path) -> None:

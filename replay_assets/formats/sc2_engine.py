@@ -10,6 +10,7 @@ the real protocol.
 
 import datetime
 import heapq
+import itertools
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -216,22 +217,25 @@ def aligned_frames(
     perspectives: Mapping[int, Iterable[sc_pb.ResponseObservation]],
 ) -> Iterator[tuple[int, dict[int, sc_pb.ResponseObservation]]]:
     """Walks the perspectives' observation streams together, grouping the observations of each game loop."""
-    heads: list[tuple[int, int, sc_pb.ResponseObservation, Iterator[sc_pb.ResponseObservation]]] = []
+    # (game_loop, player_id, sequence, obs, rest): the sequence keeps heapq from ever comparing messages.
+    heads: list[tuple[int, int, int, sc_pb.ResponseObservation, Iterator[sc_pb.ResponseObservation]]] = []
+    sequence = itertools.count()
     for player_id, stream in perspectives.items():
         iterator = iter(stream)
         first = next(iterator, None)
         if first is not None:
-            heads.append((first.observation.game_loop, player_id, first, iterator))
+            heads.append((first.observation.game_loop, player_id, next(sequence), first, iterator))
     heapq.heapify(heads)
     while heads:
         game_loop = heads[0][0]
         group: dict[int, sc_pb.ResponseObservation] = {}
         while heads and heads[0][0] == game_loop:
-            _, player_id, obs, iterator = heapq.heappop(heads)
+            _, player_id, _, obs, iterator = heapq.heappop(heads)
             group[player_id] = obs
             following = next(iterator, None)
             if following is not None:
-                heapq.heappush(heads, (following.observation.game_loop, player_id, following, iterator))
+                head = (following.observation.game_loop, player_id, next(sequence), following, iterator)
+                heapq.heappush(heads, head)
         yield game_loop, group
 
 
@@ -302,13 +306,22 @@ def start_replay_request(
 def observe_perspective(
     controller: Controller, request: sc_pb.RequestStartReplay, step_mul: int
 ) -> Iterator[sc_pb.ResponseObservation]:
-    """One pass over the replay: an observation every `step_mul` loops until the engine reports the result."""
+    """One pass over the replay: an observation every `step_mul` loops until the engine reports the result.
+
+    At the end SC2 may send a stub observation that pysc2 replaces by a copy of the previous one: a game loop
+    that does not advance is never yielded twice, and ends the pass even without a result.
+    """
     controller.start_replay(request)
+    previous: int | None = None
     while True:
         obs = controller.observe(disable_fog=True)
+        game_loop = obs.observation.game_loop
+        if previous is not None and game_loop <= previous:
+            return
         yield obs
         if obs.player_result:
             return
+        previous = game_loop
         controller.step(step_mul)
 
 

@@ -122,6 +122,11 @@ class Game:
     def observe(self) -> sc_pb.ResponseObservation:
         loop, player = self.loop, self.observed
         response = sc_pb.ResponseObservation()
+        if self.status == sc_pb.ended and self.scenario.get("stub_end"):
+            # What SC2 sometimes sends once a replay is over: no observation, only the results.
+            response.observation.game_loop = 2**32 - 1
+            response.player_result.add(player_id=player, result=sc_pb.Victory)
+            return response
         obs = response.observation
         obs.game_loop = loop
         stats = next(p for p in self.scenario["players"] if p["id"] == player)
