@@ -116,6 +116,18 @@ def test_stopping_early_leaves_no_game_running(sc2path: Path) -> None:
     assert launches(sc2path) and not any(alive(pid) for pid in launches(sc2path))
 
 
+def test_a_terminated_worker_quits_its_game(sc2path: Path) -> None:
+    """Daemonic workers get SIGTERM when the parent exits without closing the pool: no game is left behind."""
+    with Sc2EnginePool(sc2path, workers=1) as pool:
+        [(_, result)] = pool.frames([item("r", game_loops=8)])
+        assert rows(result) == 4
+        [worker] = pool._pool
+        worker.process.terminate()
+        worker.process.join(10)
+        [pid] = launches(sc2path)
+        assert worker.process.exitcode == 128 + 15 and not alive(pid)  # before close() kills the group
+
+
 def test_engine_can_play_and_the_resource(sc2path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert engine_can_play(sc2path, 75689) and not engine_can_play(sc2path, 75800)
     monkeypatch.setenv("SC2PATH", str(sc2path))

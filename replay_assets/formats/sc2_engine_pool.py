@@ -94,9 +94,14 @@ def _play(
     )
 
 
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _worker_main(conn: Connection, settings: EngineSettings) -> None:
     """Serves (index, data, lineage) tasks until told to stop or the pool goes away."""
     os.setpgrp()  # the pool kills this process and its game together, by group
+    signal.signal(signal.SIGTERM, _exit_on_term)  # a terminated worker still quits its game (finally below)
     os.environ["SC2PATH"] = settings.sc2path  # pysc2's Linux run config reads it; this process only
     instance: _Instance | None = None
     try:

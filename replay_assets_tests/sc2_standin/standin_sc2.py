@@ -23,6 +23,7 @@ from s2clientprotocol import common_pb2, raw_pb2
 from s2clientprotocol import sc2api_pb2 as sc_pb
 
 MAGIC = "SC2STANDIN"
+IDLE_EXIT_S = 60.0
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 RACES = {"Terran": common_pb2.Terran, "Zerg": common_pb2.Zerg, "Protoss": common_pb2.Protoss}
 
@@ -254,14 +255,17 @@ def main() -> None:
             f.write(f"{os.getpid()}\n")
     game = Game(build)
     listener = socket.create_server((arg("-listen"), int(arg("-port"))))
-    while True:
-        conn, _ = listener.accept()
+    listener.settimeout(IDLE_EXIT_S)
+    while True:  # like SC2, a client that goes away without `quit` leaves the game running, listening
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            return  # unlike SC2: an orphaned stand-in does not outlive a crashed test run for long
+        conn.settimeout(None)
         with conn:
-            if not handshake(conn):
-                continue
-            with contextlib.suppress(EOFError, OSError):
-                serve(conn, game)
-        return  # like a game whose client went away: nothing left to serve
+            if handshake(conn):
+                with contextlib.suppress(EOFError, OSError):
+                    serve(conn, game)
 
 
 if __name__ == "__main__":
