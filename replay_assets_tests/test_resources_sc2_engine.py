@@ -102,6 +102,16 @@ def test_wrong_build_is_a_clear_failure_and_the_instance_carries_on(sc2path: Pat
     assert len(launches(sc2path)) == 1
 
 
+def test_without_a_fixed_build_each_replay_gets_an_instance_of_its_own_build(sc2path: Path) -> None:
+    install_standin(sc2path, 76114)  # 4.10.3, now the newest installed
+    items = [item("a", game_loops=8), item("b", game_loops=8, base_build=76114), item("c", base_build=75800)]
+    with Sc2EnginePool(sc2path, workers=1) as pool:
+        (_, a), (_, b), (_, c) = pool.frames(items)
+    assert rows(a) == 4 and rows(b) == 4
+    assert str(c).endswith("needs SC2 Base75800; this engine is Base76114")  # not installed
+    assert len(launches(sc2path)) == 3  # newest, then 75689 for "a", then 76114 again for "b"
+
+
 def test_missing_install_is_a_failure_per_replay(tmp_path: Path) -> None:
     with Sc2EnginePool(tmp_path / "nowhere", workers=1) as pool:
         [(_, result)] = pool.frames([item("any")])

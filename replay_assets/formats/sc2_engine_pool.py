@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
+from pysc2.lib.remote_controller import RequestError
 
 from replay_assets.formats.sc2_engine import Lineage, ReplaySourceLike, Sc2EngineError, engine_frame_batches
 
@@ -43,37 +44,44 @@ class EngineSettings:
     """What a worker needs to start its game and play replays; passed to the spawned process as is."""
 
     sc2path: str
-    base_build: int | None = None  # None: the newest build installed under Versions/
+    base_build: int | None = None  # None: each replay's own build when installed, else the newest
     step_mul: int = 8
     restart_every: int = 300
     batch_rows: int = 512
 
 
-def _run_config(settings: EngineSettings) -> Any:
+def _known_build(base_build: int) -> str | None:
+    """pysc2's game version for a base build (it passes that build's data version to the game)."""
+    from pysc2.run_configs import lib as run_config_lib
+
+    known = [v.game_version for v in run_config_lib.VERSIONS.values() if v.build_version == base_build]
+    return known[-1] if known else None
+
+
+def _run_config(base_build: int | None) -> Any:
     """pysc2's platform run config for the wanted build (absl flags must count as parsed first)."""
     from absl import flags
     from pysc2 import run_configs
     from pysc2.lib import sc_process
-    from pysc2.run_configs import lib as run_config_lib
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
     version = None
-    if settings.base_build is not None:
-        known = [v for v in run_config_lib.VERSIONS.values() if v.build_version == settings.base_build]
-        if not known:
-            raise sc_process.SC2LaunchError(f"pysc2 does not know base build {settings.base_build}")
-        version = known[-1].game_version
+    if base_build is not None:
+        version = _known_build(base_build)
+        if version is None:
+            raise sc_process.SC2LaunchError(f"pysc2 does not know base build {base_build}")
     return run_configs.get(version=version)
 
 
 class _Instance:
     """One running game and the count of replays it has played."""
 
-    def __init__(self, settings: EngineSettings) -> None:
-        self.run_config = _run_config(settings)
+    def __init__(self, base_build: int | None) -> None:
+        self.run_config = _run_config(base_build)
         self.process = self.run_config.start(want_rgb=False)
         self.controller = self.process.controller
+        self.base_build: int = self.controller.ping().base_build
         self.played = 0
 
     def map_data(self, path: str) -> bytes:
@@ -82,6 +90,23 @@ class _Instance:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a crashed game fails its quit; it is gone either way
             self.process.close()
+
+
+def _build_to_play(instance: _Instance, settings: EngineSettings, data: bytes) -> int | None:
+    """The build a fresh instance should have for this replay, or None to keep this one.
+
+    SC2 reads any build's replay info (pysc2's replay_version tool relies on it); when the pool follows the
+    replays' builds and the replay's is installed and known to pysc2, the worker switches to it.
+    """
+    if settings.base_build is not None:
+        return None
+    try:
+        wanted = instance.controller.replay_info(data).base_build
+    except RequestError:
+        return None  # unreadable: playing it with this instance reports why
+    if wanted == instance.base_build or not engine_can_play(settings.sc2path, wanted):
+        return None
+    return wanted if _known_build(wanted) is not None else None
 
 
 def _play(
@@ -119,7 +144,12 @@ def _worker_main(conn: Connection, settings: EngineSettings) -> None:
             result: list[pa.RecordBatch] | Exception
             try:
                 if instance is None:
-                    instance = _Instance(settings)
+                    instance = _Instance(settings.base_build)
+                wanted = _build_to_play(instance, settings, data)
+                if wanted is not None:
+                    instance.close()
+                    instance = None
+                    instance = _Instance(wanted)
                 instance.played += 1
                 result = _play(instance, settings, data, lineage)
             except Sc2EngineError as error:

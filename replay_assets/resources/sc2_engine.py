@@ -18,7 +18,7 @@ class Sc2Engine(ConfigurableResource):
     restart_every: int = 300  # replays per instance before a fresh one (the game leaks over long runs)
     replay_timeout_s: float = 600.0  # a replay takes 1-5 minutes at step_mul 8; past this it is killed
     step_mul: int = 8
-    base_build: int | None = None  # None: the newest build under Versions/
+    base_build: int | None = None  # None: each replay's own build when installed, else the newest
 
     def can_play(self, base_build: int) -> bool:
         """Whether this install has the replay's exact base build (backend=auto picks the engine then)."""
