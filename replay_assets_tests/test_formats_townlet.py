@@ -588,3 +588,10 @@ def test_index_batch_from_a_written_checkpoint(tmp_path: Path) -> None:
     assert orphan["file_path"] is None and orphan["timestamp"] is None and orphan["recorded_at"] is None
     assert orphan["steps_recorded"] == 60
     assert table[1]["recorded_at"] == dt.datetime.fromtimestamp(1.76e9, tz=dt.UTC)
+    assert table[1]["sha256"] == hashlib.sha256((tmp_path / recording_file_path(1)).read_bytes()).hexdigest()
+    # A caller that has already checked the file's digest (the asset, against the listing) passes it in.
+    data = (tmp_path / recording_file_path(1)).read_bytes()
+    known = recordings_index_row(
+        index[recording_file_path(1)], data, "e1", date=DAY, checkpoint="cp", index_uri=None, sha256="ab" * 32
+    )
+    assert known["sha256"] == "ab" * 32 and known["valid"]

@@ -7,7 +7,7 @@ the valid recordings into one row per step. Decoding and verification live in ``
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -39,6 +39,9 @@ STEPS = "townlet_episode_steps"
 SIZES_MATCH = "index_sizes_match_files"
 UNIQUE_EPISODES = "no_duplicate_episode_ids"
 RECORDING_STATUSES = (OK, MISSING_FILE, UNINDEXED, UNREADABLE)
+# Small row groups (about 16 episodes of 500 steps): TownletRecordings.load() reads one group;
+# measured 0.8 ms median at 8,192 rows vs 1.2 ms at 16,384 and 4 ms at 65,536, same file size.
+STEPS_ROW_GROUP_ROWS = 8192
 
 
 def _index_rows(backend: LandingBackend, index_uri: str) -> dict[int, dict[str, Any]]:
@@ -62,7 +65,7 @@ def _day_index_rows(backend: LandingBackend, day: dt.date, listing: pa.Table) ->
         data, read_error = None, None
         if entry["status"] in (OK, UNINDEXED):
             try:
-                data = read_listed_file(backend, entry)
+                data = read_listed_file(backend, entry)  # checked against the listing's sha256
             except (ReplayAssetsError, OSError) as exc:
                 read_error = str(exc)
         row = recordings_index_row(
@@ -72,6 +75,7 @@ def _day_index_rows(backend: LandingBackend, day: dt.date, listing: pa.Table) ->
             date=day,
             checkpoint=entry["relative_path"].split("/")[1],
             index_uri=index_uri,
+            sha256=entry["sha256"] if data is not None else None,
         )
         if entry["status"] == UNREADABLE or read_error:
             # The file is there but could not be read: say so, rather than "missing file".
@@ -98,8 +102,15 @@ def _index_metadata(tables: dict[str, pa.Table]) -> dict[str, Any]:
     }
 
 
+# The columns the asset checks read: converting only these to Python is 10x cheaper than whole rows.
+_CHECKED_COLUMNS = [
+    "checkpoint", "episode_id", "source_uri", "index_uri", "file_exists", "compressed_size_bytes",
+    "actual_compressed_size", "file_size_bytes", "actual_uncompressed_size",
+]  # fmt: skip
+
+
 def _index_checks(tables: dict[str, pa.Table]) -> Iterator[AssetCheckResult]:
-    rows = [r for t in tables.values() for r in t.to_pylist()]
+    rows = [r for t in tables.values() for r in t.select(_CHECKED_COLUMNS).to_pylist()]
     mismatched = [
         r["source_uri"]
         for r in rows
@@ -176,8 +187,9 @@ def _steps_stream(
     backend: LandingBackend, day: dt.date, index: pa.Table, failures: FailureLog
 ) -> PartitionStream:
     """The day's valid recordings decoded in (checkpoint, episode) order, one batch per episode."""
+    columns = ["valid", "checkpoint", "episode_id", "source_uri", "sha256"]
     valid = sorted(
-        (r for r in index.to_pylist() if r["valid"]),
+        (r for r in index.select(columns).to_pylist() if r["valid"]),
         key=lambda r: (r["checkpoint"], r["episode_id"], r["source_uri"]),
     )
     files = [
@@ -196,7 +208,29 @@ def _steps_stream(
         )
         return [batch]
 
-    return files_stream(backend, files, TOWNLET_EPISODE_STEPS, decode, failures)
+    stream = files_stream(backend, files, TOWNLET_EPISODE_STEPS, decode, failures)
+    regrouped = _regrouped(stream.batches, STEPS_ROW_GROUP_ROWS)
+    return PartitionStream(pa.RecordBatchReader.from_batches(TOWNLET_EPISODE_STEPS, regrouped), stream.report)
+
+
+def _regrouped(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` (one per episode) as contiguous batches of ``rows`` rows, the last one shorter: the
+    writer then encodes each row group from one batch instead of from ~16 episode-sized chunks, which
+    measured ~25% faster. Memory: at most ``rows`` rows plus one episode."""
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for batch in batches:
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        if pending_rows < rows:
+            continue
+        combined = pa.Table.from_batches(pending, TOWNLET_EPISODE_STEPS).combine_chunks()
+        full = pending_rows - pending_rows % rows
+        yield from combined.slice(0, full).to_batches(max_chunksize=rows)
+        pending = combined.slice(full).to_batches()
+        pending_rows -= full
+    if pending_rows:
+        yield from pa.Table.from_batches(pending, TOWNLET_EPISODE_STEPS).combine_chunks().to_batches()
 
 
 @asset(
@@ -207,9 +241,7 @@ def _steps_stream(
     group_name="townlet",
     kinds={"parquet"},
     ins={INDEX: AssetIn()},
-    # Small row groups (about 16 episodes of 500 steps): TownletRecordings.load() reads one group;
-    # measured 0.8 ms median at 8,192 rows vs 1.2 ms at 16,384 and 4 ms at 65,536, same file size.
-    metadata={ROW_GROUP_ROWS_METADATA: 8192},
+    metadata={ROW_GROUP_ROWS_METADATA: STEPS_ROW_GROUP_ROWS},
 )
 def townlet_episode_steps(
     context: AssetExecutionContext, townlet_recordings_index: dict[str, pa.Table], replay_store: ReplayStore

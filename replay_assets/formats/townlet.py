@@ -247,13 +247,15 @@ def recordings_index_row(
     date: dt.date,
     checkpoint: str,
     index_uri: str | None,
+    sha256: str | None = None,
 ) -> dict[str, Any]:
     """One full ``TOWNLET_RECORDINGS_INDEX`` row: the index row's columns, lineage and verification.
 
     ``source_uri`` names the recording (also in messages). ``episode_id`` is the index's; for a file
-    without index row the metadata's, else the number in the file name, else null.
+    without index row the metadata's, else the number in the file name, else null. ``sha256``: the hex
+    digest of ``data`` when the caller has already checked it (reading a listed file does), else computed.
     """
-    verification, episode, index_values = _verify(index_row, data, source_uri)
+    verification, episode, index_values = _verify(index_row, data, source_uri, sha256)
     episode_id = index_values.get("episode_id")
     if episode_id is None and episode is not None:
         episode_id = episode.episode_id
@@ -587,7 +589,7 @@ def _typed(values: list[Any], key: str, target: pa.DataType, accepts: Any, name:
 
 
 def _verify(
-    index_row: Mapping[str, Any] | None, data: bytes | None, name: str
+    index_row: Mapping[str, Any] | None, data: bytes | None, name: str, sha256: str | None = None
 ) -> tuple[dict[str, Any], TownletEpisode | None, dict[str, Any]]:
     """``(verification columns, decoded episode or None, index row values with bad types nulled)``."""
     out: dict[str, Any] = dict.fromkeys(VERIFICATION_COLUMNS)
@@ -604,7 +606,7 @@ def _verify(
         reasons.append("missing file: no bytes for this recording")
     else:
         data = bytes(data) if not isinstance(data, bytes) else data
-        out["sha256"] = hashlib.sha256(data).hexdigest()
+        out["sha256"] = sha256 or hashlib.sha256(data).hexdigest()
         out["actual_compressed_size"] = len(data)
         out["compression"] = "lz4" if data[:4] == LZ4_FRAME_MAGIC else None  # "none" once it reads as msgpack
         try:
