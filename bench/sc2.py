@@ -10,7 +10,8 @@ as over a real day). Cases, each reading the files from disk itself:
    ``load_level=4`` (plus game events), one core: the baselines.
 2. Ours: ``tracker_frames`` (open archive, header, details, fast tracker decoder, every frame row at
    ``step_mul=8`` built as Arrow) with ``decode_in_processes`` at ``parallel=1`` (inline) and ``=2``
-   (spawned workers, start-up included).
+   (spawned workers, start-up included); as in the asset, each replay's frames come back to this
+   process as record batches (``pack_batches``: lz4 Arrow IPC), ready for the Parquet writer.
 3. Ours plus ``replay_metadata`` (game events through s2protocol for APM), ``parallel=1``: what the
    day's assets cost together.
 
@@ -33,9 +34,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from replay_assets.formats.sc2_parallel import decode_in_processes  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+from replay_assets.formats.sc2_parallel import decode_in_processes, pack_batches, unpack_batches  # noqa: E402
 from replay_assets.formats.sc2_replay import ReplaySource, ValidityRules, replay_metadata  # noqa: E402
 from replay_assets.formats.sc2_tracker import tracker_frames  # noqa: E402
+from replay_assets.formats.schemas import SC2_GROUND_TRUTH_FRAMES  # noqa: E402
 
 SC2_DIR = REPO_ROOT.parent / "shared" / "data" / "sc2"
 STEP_MUL = 8
@@ -47,16 +51,17 @@ def _source(path: str, data: bytes) -> ReplaySource:
     return ReplaySource(DAY, path, hashlib.sha256(data).hexdigest())
 
 
-def ours_frames(path: str) -> int:
-    """Frame rows of one replay (top level: picklable for spawned workers)."""
+def ours_frames(path: str) -> pa.Buffer:
+    """One replay's frames packed as the asset's workers send them back (top level: picklable)."""
     data = Path(path).read_bytes()
-    return sum(batch.num_rows for batch in tracker_frames(data, _source(path, data), step_mul=STEP_MUL))
+    frames = tracker_frames(data, _source(path, data), step_mul=STEP_MUL)
+    return pack_batches(frames, SC2_GROUND_TRUTH_FRAMES)
 
 
-def ours_with_metadata(path: str) -> int:
+def ours_with_metadata(path: str) -> pa.Buffer:
     data = Path(path).read_bytes()
     replay_metadata(data, _source(path, data), ValidityRules())
-    return sum(batch.num_rows for batch in tracker_frames(data, _source(path, data), step_mul=STEP_MUL))
+    return ours_frames(path)
 
 
 def sc2reader_load(path: str, level: int) -> None:
@@ -80,12 +85,13 @@ def readable_by_both(paths: list[Path]) -> list[str]:
     return both
 
 
-def run_ours(function: Callable[[str], int], files: list[str], parallel: int) -> int:
+def run_ours(function: Callable[[str], pa.Buffer], files: list[str], parallel: int) -> int:
+    """What the frames asset does before writing: results back in this process, as record batches."""
     rows = 0
     for path, result in decode_in_processes(function, files, parallel):
         if isinstance(result, BaseException):
             raise RuntimeError(f"{path}: {result}")
-        rows += result
+        rows += sum(batch.num_rows for batch in unpack_batches(result))
     return rows
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import pickle
 
+import pyarrow as pa
 import pytest
 
-from replay_assets.formats.sc2_parallel import decode_in_processes
+from replay_assets.formats.sc2_parallel import decode_in_processes, pack_batches, unpack_batches
 
 
 def square_or_fail(n: int) -> int:
@@ -57,3 +59,11 @@ def test_a_dead_worker_fails_one_item_not_the_rest() -> None:
 def test_parallel_must_be_positive() -> None:
     with pytest.raises(ValueError, match="parallel"):
         list(decode_in_processes(square_or_fail, [1], parallel=0))
+
+
+def test_packed_batches_round_trip_slices_without_their_parents_buffers() -> None:
+    whole = pa.record_batch({"loop": list(range(100_000)), "units": [[1, 2, 3]] * 100_000})
+    slices = [whole.slice(i, 1000) for i in range(0, 3000, 1000)]
+    packed = pack_batches(slices, whole.schema)
+    assert pa.Table.from_batches(unpack_batches(packed)).equals(pa.Table.from_batches(slices))
+    assert packed.size * 10 < len(pickle.dumps(slices))  # pickle would ship the parent's buffers

@@ -16,7 +16,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-__all__ = ["decode_in_processes"]
+import pyarrow as pa
+
+__all__ = ["decode_in_processes", "pack_batches", "unpack_batches"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -92,3 +94,21 @@ def _yield_first(
                 pending.append((queued_item, _submit(fresh, function, queued_item)))
         return fresh
     return pool
+
+
+def pack_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Buffer:
+    """Record batches as one lz4-compressed Arrow IPC stream: how a worker sends its rows back.
+
+    Pickling the batches instead ships every buffer a slice shares (each 2048-row slice of a replay
+    carried the whole replay: 10x slower than decoding inline), and uncompressed frames repeat the same
+    units frame after frame (lz4 makes them ~8x smaller to send)."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_stream(sink, schema, options=options) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def unpack_batches(packed: pa.Buffer) -> list[pa.RecordBatch]:
+    return list(pa.ipc.open_stream(packed))
