@@ -17,6 +17,7 @@ from replay_assets.config import Settings
 from replay_assets.datasets.sql import connect
 from replay_assets.definitions import build_resources
 from replay_assets_tests.conftest import SC2_DAY, landing_and_warehouse
+from replay_assets_tests.sc2_standin import BUILD, install_standin
 
 ASSETS = [raw_replay_listings, sc2_replay_metadata, sc2_ground_truth_frames]
 TRUNCATED = "truncated_copy.SC2Replay"
@@ -122,3 +123,34 @@ def test_engine_backend_without_the_build_fails_per_replay(
     assert conn.sql("SELECT count(*) FROM sc2_ground_truth_frames").fetchone()[0] == 0
     checks = {c.check_name: (c.passed, c.severity.value) for c in result.get_asset_check_evaluations()}
     assert checks["sc2_frames_written"] == (False, "ERROR")  # every chosen replay failed: loudly
+
+
+def test_auto_backend_plays_replays_of_the_installed_build_in_the_engine(
+    shared_landing: Path, tmp_path: Path, request, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SC2PATH holds (a stand-in of) Base75689: its replays go through pysc2 and the engine pool, the
+    others through tracker events, and the two streams merge into one sorted partition."""
+    sc2path = tmp_path / "StarCraftII"
+    install_standin(sc2path, BUILD)
+    monkeypatch.setenv("SC2PATH", str(sc2path))
+    landing, warehouse = landing_and_warehouse("local", shared_landing, tmp_path, request)
+    lenient = Sc2MetadataConfig(min_game_loops=None, players=None, min_apm=None, min_mmr=None)
+    result = _materialize(landing, warehouse, lenient, Sc2FramesConfig(only_valid=False))
+    assert result.success
+    conn = connect(warehouse)
+    backends = dict(
+        conn.sql(
+            "SELECT m.base_build = 75689, list_distinct(list(f.backend)) FROM sc2_ground_truth_frames f "
+            "JOIN sc2_replay_metadata m USING (replay_id) GROUP BY 1"
+        ).fetchall()
+    )
+    assert backends == {True: ["engine"], False: ["tracker"]}
+    engine_rows = conn.sql(
+        "SELECT count(DISTINCT replay_id), count(*), max(game_loop) FROM sc2_ground_truth_frames "
+        "WHERE backend = 'engine'"
+    ).fetchone()
+    assert engine_rows == (3, 3 * 7 * 2, 48)  # replay_01/05/09; the stand-in plays 48 loops, 2 players
+    order = conn.sql("SELECT replay_id, game_loop, player_id FROM sc2_ground_truth_frames").fetchall()
+    assert order == sorted(order)
+    failed = [r[0] for r in conn.sql("SELECT source_uri FROM sc2_replay_failures").fetchall()]
+    assert [Path(uri).name for uri in failed] == [MISSING_FILES]

@@ -166,9 +166,11 @@ def test_engine_refuses_another_build_and_unreadable_replays(controller: Any, sh
     other = replay_bytes(scenario(base_build=75800))
     with pytest.raises(Sc2EngineError, match=r"replay base build 75800 .*this engine is Base75689"):
         list(engine_frame_batches(controller, other, LINEAGE))
-    real = (shared_data / "sc2" / "replay_06.SC2Replay").read_bytes()  # not a stand-in game
-    with pytest.raises(Sc2EngineError, match=r"cannot read the replay \(ParsingError"):
+    real = (shared_data / "sc2" / "replay_06.SC2Replay").read_bytes()  # 4.10.1: not the engine's build
+    with pytest.raises(Sc2EngineError, match=r"replay base build 75800 .*this engine is Base75689"):
         list(engine_frame_batches(controller, real, LINEAGE))
+    with pytest.raises(Sc2EngineError, match=r"cannot read the replay \(ParsingError"):
+        list(engine_frame_batches(controller, b"MPQ is what a replay starts with; not this", LINEAGE))
     ok = list(engine_frame_batches(controller, replay_bytes(scenario(game_loops=8)), LINEAGE))
     assert sum(b.num_rows for b in ok) == 4  # the same instance still plays the next replay
 

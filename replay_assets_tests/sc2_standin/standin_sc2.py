@@ -4,7 +4,8 @@ Standard library and `s2clientprotocol` only, so it starts fast.
 
 pysc2's real `run_configs`/`sc_process` launch it as `<SC2PATH>/Versions/Base<build>/SC2_x64 -listen H -port P
 ...`; its base build is the directory's. The "replay" is JSON (see `scenario()` in this package) that says
-which units exist, move, die, which upgrades land, and where to crash (exit mid-replay) or hang. Each launch
+which units exist, move, die, which upgrades land, and where to crash (exit mid-replay) or hang; a real
+.SC2Replay plays a short toy game with the replay's own base build (`mpq_scenario`). Each launch
 appends its pid to `$SC2_STANDIN_LAUNCH_LOG` when set, so tests can count instance restarts.
 """
 
@@ -26,6 +27,39 @@ MAGIC = "SC2STANDIN"
 IDLE_EXIT_S = 60.0
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 RACES = {"Terran": common_pb2.Terran, "Zerg": common_pb2.Zerg, "Protoss": common_pb2.Protoss}
+
+
+def load_scenario(data: bytes) -> dict:
+    """The scripted game of a stand-in replay; a real .SC2Replay plays a short toy game instead."""
+    if data[:4] == b"MPQ\x1b":
+        return mpq_scenario(data)
+    scenario = json.loads(data)
+    assert scenario["magic"] == MAGIC
+    return scenario
+
+
+def mpq_scenario(data: bytes) -> dict:
+    """For a real replay: its header's base build and length (capped at 48 loops, to stay fast), and a
+    worker per player, so an asset can route real replays to this "engine" end to end."""
+    import io
+
+    import mpyq
+    from s2protocol import versions
+
+    archive = mpyq.MPQArchive(io.BytesIO(data))
+    header = versions.latest().decode_replay_header(archive.header["user_data_header"]["content"])
+    build = header["m_version"]["m_baseBuild"]
+    units = [
+        {"tag": (player << 18) + 1, "owner": player, "unit_type": 45, "x": 20.0 * player, "y": 30.0,
+         "health": 45.0, "health_max": 45.0}
+        for player in (1, 2)
+    ]  # fmt: skip
+    return {
+        "magic": MAGIC, "base_build": build, "map_name": "Real replay in the stand-in",
+        "game_loops": min(header["m_elapsedGameLoops"], 48),
+        "players": [{"id": 1, "race": "Terran", "wins": True}, {"id": 2, "race": "Zerg"}],
+        "units": units, "upgrades": [],
+    }  # fmt: skip
 
 
 def arg(name: str) -> str:
@@ -73,8 +107,7 @@ class Game:
 
     def replay_info(self, data: bytes) -> sc_pb.ResponseReplayInfo:
         try:
-            scenario = json.loads(data)
-            assert scenario["magic"] == MAGIC
+            scenario = load_scenario(data)
         except Exception:
             return sc_pb.ResponseReplayInfo(error=sc_pb.ResponseReplayInfo.ParsingError,
                                             error_details="not a stand-in replay")
@@ -97,7 +130,7 @@ class Game:
         return info
 
     def start_replay(self, request: sc_pb.RequestStartReplay) -> sc_pb.ResponseStartReplay:
-        self.scenario = json.loads(request.replay_data)
+        self.scenario = load_scenario(request.replay_data)
         assert request.options.raw and request.disable_fog, "the engine path asks for raw data without fog"
         self.observed = request.observed_player_id
         self.loop = 0
