@@ -15,7 +15,8 @@ episodes record q-values, epsilon and masks, the rest one of the real optional-f
    sha256 and size per file (our index hashes and verifies every file too), then per day every file
    ``lz4.frame.decompress`` (raw when not an lz4 frame) + ``msgpack.unpackb`` into Python dicts, one dict
    row per step with the steps table's columns, ``pd.DataFrame(rows).to_parquet()``.
-   Ours also decodes every file in the index to verify it, writes fsynced files atomically and runs the
+   Ours also verifies every file in the index (decompressed, every step's keys, types and list lengths
+   checked, the step columns built only by the steps asset), writes fsynced files atomically and runs the
    asset checks; the baseline verifies nothing. steps/s = steps written / median seconds.
 2. Peak RSS of one day in fresh children: all three assets for one partition against the baseline.
 3. ``TownletRecordings(warehouse).load(episode_id)`` of ``--loads`` random episodes, one at a time after a
@@ -360,7 +361,8 @@ def bench_materialization(landing: Landing, root: Path, repeats: int) -> tuple[d
         f"{len(landing.days)} days, one range run each.\n"
         "   baseline: SQLite index -> pandas + sha256/size per file; per day lz4 + msgpack.unpackb to\n"
         "   dicts, a dict row per step, pd.DataFrame(rows).to_parquet(). Ours also verifies every file\n"
-        "   (decode, sizes, metadata vs index), writes fsynced files atomically and runs the asset checks."
+        "   (every step checked, sizes, metadata vs index), writes fsynced files atomically and runs the\n"
+        "   asset checks."
     )
     cases = materialization_cases(landing, root)
     listing = time_listing(landing, root)
