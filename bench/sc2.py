@@ -11,7 +11,7 @@ as over a real day). Cases, each reading the files from disk itself:
 2. Ours: ``tracker_frames`` (open archive, header, details, fast tracker decoder, every frame row at
    ``step_mul=8`` built as Arrow) with ``decode_in_processes`` at ``parallel=1`` (inline) and ``=2``
    (spawned workers, start-up included); as in the asset, each replay's frames come back to this
-   process as record batches (``pack_batches``: lz4 Arrow IPC), ready for the Parquet writer.
+   process as record batches (``batches_in_processes``: lz4 Arrow IPC from workers), ready to write.
 3. Ours plus ``replay_metadata`` (game events through s2protocol for APM), ``parallel=1``: what the
    day's assets cost together.
 
@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import pyarrow as pa  # noqa: E402
 
-from replay_assets.formats.sc2_parallel import decode_in_processes, pack_batches, unpack_batches  # noqa: E402
+from replay_assets.formats.sc2_parallel import batches_in_processes  # noqa: E402
 from replay_assets.formats.sc2_replay import ReplaySource, ValidityRules, replay_metadata  # noqa: E402
 from replay_assets.formats.sc2_tracker import tracker_frames  # noqa: E402
 from replay_assets.formats.schemas import SC2_GROUND_TRUTH_FRAMES  # noqa: E402
@@ -51,17 +51,16 @@ def _source(path: str, data: bytes) -> ReplaySource:
     return ReplaySource(DAY, path, hashlib.sha256(data).hexdigest())
 
 
-def ours_frames(path: str) -> pa.Buffer:
-    """One replay's frames packed as the asset's workers send them back (top level: picklable)."""
+def ours_frames(path: str) -> Iterator[pa.RecordBatch]:
+    """One replay's frames (top level: picklable for spawned workers)."""
     data = Path(path).read_bytes()
-    frames = tracker_frames(data, _source(path, data), step_mul=STEP_MUL)
-    return pack_batches(frames, SC2_GROUND_TRUTH_FRAMES)
+    return tracker_frames(data, _source(path, data), step_mul=STEP_MUL)
 
 
-def ours_with_metadata(path: str) -> pa.Buffer:
+def ours_with_metadata(path: str) -> Iterator[pa.RecordBatch]:
     data = Path(path).read_bytes()
     replay_metadata(data, _source(path, data), ValidityRules())
-    return ours_frames(path)
+    return tracker_frames(data, _source(path, data), step_mul=STEP_MUL)
 
 
 def sc2reader_load(path: str, level: int) -> None:
@@ -85,13 +84,13 @@ def readable_by_both(paths: list[Path]) -> list[str]:
     return both
 
 
-def run_ours(function: Callable[[str], pa.Buffer], files: list[str], parallel: int) -> int:
-    """What the frames asset does before writing: results back in this process, as record batches."""
+def run_ours(function: Callable[[str], Iterator[pa.RecordBatch]], files: list[str], parallel: int) -> int:
+    """What the frames asset does before writing: every replay's batches back in this process."""
     rows = 0
-    for path, result in decode_in_processes(function, files, parallel):
+    for path, result in batches_in_processes(function, files, parallel, SC2_GROUND_TRUTH_FRAMES):
         if isinstance(result, BaseException):
             raise RuntimeError(f"{path}: {result}")
-        rows += sum(batch.num_rows for batch in unpack_batches(result))
+        rows += sum(batch.num_rows for batch in result)
     return rows
 
 
@@ -105,7 +104,7 @@ def main() -> None:
     print(f"Replays in {SC2_DIR}:")
     files = readable_by_both(sorted(SC2_DIR.glob("*.SC2Replay")))
     day = files * args.copies
-    frames = sum(ours_frames(f) for f in files) * args.copies
+    frames = run_ours(ours_frames, files, 1) * args.copies
     print(
         f"  {len(files)} readable by both, x{args.copies} copies = {len(day)} replays,"
         f" {frames:,} frame rows\n"

@@ -39,7 +39,7 @@ from replay_assets.assets.replay_files import (
     source_outs,
 )
 from replay_assets.errors import ReplayAssetsError
-from replay_assets.formats.sc2_parallel import decode_in_processes, pack_batches, unpack_batches
+from replay_assets.formats.sc2_parallel import batches_in_processes, decode_in_processes
 from replay_assets.formats.sc2_replay import ReplaySource, ValidityRules, replay_metadata
 from replay_assets.formats.sc2_tracker import tracker_frames
 from replay_assets.formats.schemas import SC2_GROUND_TRUTH_FRAMES, SC2_REPLAY_METADATA
@@ -104,8 +104,8 @@ def _metadata_job(job: _Job) -> dict[str, Any]:
     return replay_metadata(job.data, job.source, job.rules)
 
 
-def _tracker_job(job: _Job) -> pa.Buffer:
-    return pack_batches(tracker_frames(job.data, job.source, job.step_mul), SC2_GROUND_TRUTH_FRAMES)
+def _tracker_job(job: _Job) -> Iterator[pa.RecordBatch]:
+    return tracker_frames(job.data, job.source, job.step_mul)
 
 
 def _source(day: dt.date, row: dict[str, Any]) -> ReplaySource:
@@ -281,9 +281,8 @@ def _tracker_results(
             chosen_of[job.source.uri] = chosen
             yield job
 
-    for job, result in decode_in_processes(_tracker_job, only_jobs(), parallel):
-        chosen = chosen_of.pop(job.source.uri)
-        yield chosen, result if isinstance(result, BaseException) else unpack_batches(result)
+    for job, result in batches_in_processes(_tracker_job, only_jobs(), parallel, SC2_GROUND_TRUTH_FRAMES):
+        yield chosen_of.pop(job.source.uri), result
 
 
 def _engine_results(

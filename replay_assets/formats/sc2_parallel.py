@@ -9,6 +9,7 @@ item's result. Workers start with ``spawn`` (safe beside threads, e.g. in a Dags
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-__all__ = ["decode_in_processes", "pack_batches", "unpack_batches"]
+__all__ = ["batches_in_processes", "decode_in_processes", "pack_batches", "unpack_batches"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -112,3 +113,24 @@ def pack_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Buf
 
 def unpack_batches(packed: pa.Buffer) -> list[pa.RecordBatch]:
     return list(pa.ipc.open_stream(packed))
+
+
+def batches_in_processes(
+    function: Callable[[T], Iterable[pa.RecordBatch]], items: Iterable[T], parallel: int, schema: pa.Schema
+) -> Iterator[tuple[T, list[pa.RecordBatch] | BaseException]]:
+    """``decode_in_processes`` for functions that produce record batches: workers send them back packed
+    (``pack_batches``); inline (``parallel=1``) they are used as they are, with no packing cost."""
+    if parallel == 1:
+        yield from decode_in_processes(functools.partial(_as_list, function), items, 1)
+        return
+    packed = functools.partial(_packed, function, schema)
+    for item, result in decode_in_processes(packed, items, parallel):
+        yield item, result if isinstance(result, BaseException) else unpack_batches(result)
+
+
+def _as_list(function: Callable[[T], Iterable[pa.RecordBatch]], item: T) -> list[pa.RecordBatch]:
+    return list(function(item))
+
+
+def _packed(function: Callable[[T], Iterable[pa.RecordBatch]], schema: pa.Schema, item: T) -> pa.Buffer:
+    return pack_batches(function(item), schema)
