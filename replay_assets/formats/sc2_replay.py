@@ -40,6 +40,13 @@ import mpyq
 from s2protocol import versions
 
 from replay_assets.errors import FileFormatError
+from replay_assets.formats.sc2_fast_game_events import (
+    ACTION_EVENTS,
+    LEAVE_EVENT,
+    GameEventsDecodeError,
+    UserActions,
+    game_event_actions,
+)
 
 __all__ = [
     "LOOPS_PER_SECOND",
@@ -56,16 +63,6 @@ __all__ = [
 LOOPS_PER_SECOND = 22.4  # game loops per real second at the Faster speed ladder games use
 _FILETIME_UNIX_EPOCH = 116_444_736_000_000_000  # 100 ns ticks from 1601-01-01 to 1970-01-01
 _RESULTS = {0: "Undecided", 1: "Win", 2: "Loss", 3: "Tie"}
-_ACTION_EVENTS = frozenset(
-    {
-        "NNet.Game.SCmdEvent",
-        "NNet.Game.SCmdUpdateTargetPointEvent",
-        "NNet.Game.SCmdUpdateTargetUnitEvent",
-        "NNet.Game.SSelectionDeltaEvent",
-        "NNet.Game.SControlGroupUpdateEvent",
-    }
-)
-_LEAVE_EVENT = "NNet.Game.SGameUserLeaveEvent"
 _PROTOCOL_FILE = re.compile(r"protocol(\d+)\.py$")
 
 
@@ -282,21 +279,38 @@ def player_apms(replay: Sc2Replay, players: list[Sc2Player]) -> dict[int, float 
     by_user = {p.user_id: p.player_id for p in players if p.user_id is not None}
     actions = dict.fromkeys(by_user.values(), 0)
     left = dict.fromkeys(by_user.values(), replay.game_loops)
-    for event in replay.game_events():
-        name = event["_event"]
-        if name in _ACTION_EVENTS or name == _LEAVE_EVENT:
-            pid = by_user.get(event["_userid"]["m_userId"])
-            if pid is None:
-                continue
-            if name == _LEAVE_EVENT:
-                left[pid] = min(left[pid], event["_gameloop"])
-            else:
-                actions[pid] += 1
+    for user, counted in _user_actions(replay).items():
+        pid = by_user.get(user)
+        if pid is None:
+            continue
+        actions[pid] += counted.actions
+        if counted.left_at is not None:
+            left[pid] = min(left[pid], counted.left_at)
     out: dict[int, float | None] = {p.player_id: None for p in players}
     for pid, count in actions.items():
         minutes = left[pid] / LOOPS_PER_SECOND / 60
         out[pid] = count / minutes if minutes > 0 else 0.0
     return out
+
+
+def _user_actions(replay: Sc2Replay) -> dict[int, UserActions]:
+    """Per user id, APM's inputs: the fast walk, else s2protocol (its error is the named reason)."""
+    data = replay.member("replay.game.events")
+    try:
+        return game_event_actions(data, replay.protocol)
+    except GameEventsDecodeError:
+        pass
+    actions: dict[int, int] = {}
+    left: dict[int, int] = {}
+    for event in replay.game_events():
+        name = event["_event"]
+        if name in ACTION_EVENTS:
+            user = event["_userid"]["m_userId"]
+            actions[user] = actions.get(user, 0) + 1
+        elif name == LEAVE_EVENT:
+            user = event["_userid"]["m_userId"]
+            left[user] = min(left.get(user, event["_gameloop"]), event["_gameloop"])
+    return {u: UserActions(actions.get(u, 0), left.get(u)) for u in sorted(actions.keys() | left.keys())}
 
 
 def replay_metadata(data: bytes, source: ReplaySource, rules: ValidityRules | None = None) -> dict[str, Any]:
