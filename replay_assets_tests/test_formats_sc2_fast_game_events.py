@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from s2protocol import versions
+from s2protocol.decoders import BitPackedBuffer
 
 from replay_assets.formats.sc2_fast_game_events import (
     ACTION_EVENTS,
     LEAVE_EVENT,
     GameEventsDecodeError,
     UserActions,
+    _Compiler,
+    _read_bits,
     game_event_actions,
     game_event_trace,
 )
@@ -145,3 +149,24 @@ def test_protocol_without_user_ids_is_an_error() -> None:
     assert protocol.replay_userid_typeid is None
     with pytest.raises(GameEventsDecodeError, match="replay_userid_typeid"):
         game_event_actions(b"\x00\x00\x00", protocol)
+
+
+def test_generated_reads_equal_s2protocols_bit_reader() -> None:
+    rng = random.Random(7)
+    data = bytes(rng.randrange(256) for _ in range(16))
+    compiler = _Compiler(versions.build(80949))
+    for n in range(1, 34):
+        variants = {}
+        for a in (None, *range(8)):
+            out: list[str] = []
+            compiler.read("v", (0, n), out, "    ", a)
+            namespace = {"_read_bits": _read_bits}
+            exec("def read(data, p):\n" + "\n".join(out) + "\n    return v, p\n", namespace)
+            variants[a] = namespace["read"]
+        for start in range(0, 40):
+            buffer = BitPackedBuffer(data)
+            buffer.read_bits(start)
+            expected = (buffer.read_bits(n), start + n)
+            assert _read_bits(data, start, n) == expected[0], (start, n)
+            assert variants[None](data, start) == expected, (start, n)
+            assert variants[start % 8](data, start) == expected, (start, n)

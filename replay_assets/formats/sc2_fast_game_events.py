@@ -103,13 +103,20 @@ def _compiled(protocol: ModuleType) -> _Walk:
 
 
 class _Compiler:
-    """Turns one protocol's typeinfos into the source of ``walk``."""
+    """Turns one protocol's typeinfos into the source of ``walk``.
+
+    Besides the code, it tracks the bit alignment (``p % 8``) where the data does not decide it: events
+    start byte aligned, so the header and every field up to the first variable-length one are read with
+    constant shifts. ``None`` means unknown; functions are compiled once per (typeid, entry alignment).
+    """
 
     def __init__(self, protocol: ModuleType) -> None:
         self.typeinfos: list[tuple[str, list[Any]]] = protocol.typeinfos
         self.protocol = protocol
         self.fixed_cache: dict[int, int | None] = {}
-        self.functions: dict[int, list[str]] = {}
+        self.functions: dict[tuple[int, int | None], list[str]] = {}
+        self.exits: dict[tuple[int, int | None], int | None] = {}
+        self.tables: dict[str, str] = {}  # name -> source of an event id -> skip function dict
         for attr in ("game_event_types", "game_eventid_typeid", "svaruint32_typeid", "replay_userid_typeid"):
             if getattr(protocol, attr, None) is None:
                 raise GameEventsDecodeError(f"protocol {protocol.__name__} has no {attr}")
@@ -139,55 +146,72 @@ class _Compiler:
             self.fixed_cache[typeid] = size
         return self.fixed_cache[typeid]
 
-    def read(self, var: str, bounds: tuple[int, int], out: list[str], ind: str) -> None:
+    def read(self, var: str, bounds: tuple[int, int], out: list[str], ind: str, a: int | None) -> int | None:
         """Source reading an int of ``bounds`` (offset, bits) into ``var`` and advancing ``p``."""
         offset, n = bounds
         plus = f" + {offset}" if offset else ""
         if n == 0:
             out.append(f"{ind}{var} = {offset}")
-            return
-        if n == 1:
+            return a
+        if a is not None:
+            out.append(f"{ind}{var} = ({_static_read(a, n)}){plus}")
+        elif n == 1:
             out.append(f"{ind}{var} = ((data[p >> 3] >> (p & 7)) & 1){plus}")
-        elif n <= 8:
-            out.append(f"{ind}q = p & 7")
-            out.append(f"{ind}if q <= {8 - n}:")
-            out.append(f"{ind}    {var} = ((data[p >> 3] >> q) & {(1 << n) - 1}){plus}")
-            out.append(f"{ind}else:")
-            out.append(f"{ind}    r = q - {8 - n}")
-            out.append(
-                f"{ind}    {var} = (((data[p >> 3] >> q) << r) | (data[(p >> 3) + 1] & ((1 << r) - 1))){plus}"
-            )
+        elif n <= 8:  # within one byte or across two
+            out += [
+                f"{ind}q = p & 7",
+                f"{ind}if q <= {8 - n}:",
+                f"{ind}    {var} = ((data[p >> 3] >> q) & {(1 << n) - 1}){plus}",
+                f"{ind}else:",
+                f"{ind}    r = q - {8 - n}",
+                f"{ind}    {var} = (((data[p >> 3] >> q) << r)"
+                f" | (data[(p >> 3) + 1] & ((1 << r) - 1))){plus}",
+            ]
+        elif n <= 16:  # across two bytes or three
+            out += [
+                f"{ind}q = p & 7",
+                f"{ind}i = p >> 3",
+                f"{ind}if q <= {16 - n}:",
+                f"{ind}    r = q + {n - 8}",
+                f"{ind}    {var} = (((data[i] >> q) << r) | (data[i + 1] & ((1 << r) - 1))){plus}",
+                f"{ind}else:",
+                f"{ind}    r = q - {16 - n}",
+                f"{ind}    {var} = (((data[i] >> q) << (r + 8)) | (data[i + 1] << r)"
+                f" | (data[i + 2] & ((1 << r) - 1))){plus}",
+            ]
         else:
             out.append(f"{ind}{var} = _read_bits(data, p, {n}){plus}")
         out.append(f"{ind}p += {n}")
+        return None if a is None else (a + n) % 8
 
-    def int_value(self, typeid: int, var: str, out: list[str], ind: str) -> None:
+    def int_value(self, typeid: int, var: str, out: list[str], ind: str, a: int | None) -> int | None:
         """Source reading an int, a choice of ints (SVarUint32) or a struct of one int (SGameUserId)."""
         kind, args = self.info(typeid)
         if kind == "_int":
-            self.read(var, args[0], out, ind)
-        elif kind == "_struct" and len(args[0]) == 1:
-            self.int_value(args[0][0][1], var, out, ind)
-        elif kind == "_choice":
-            self.read("t", args[0], out, ind)
-            for n, (tag, (_, child)) in enumerate(sorted(args[1].items())):
-                out.append(f"{ind}{'if' if n == 0 else 'elif'} t == {tag}:")
-                self.int_value(child, var, out, ind + "    ")
-            out.append(f"{ind}else:")
-            out.append(f"{ind}    raise GameEventsDecodeError(f'choice tag {{t}} at bit {{p}}')")
-        else:
+            return self.read(var, args[0], out, ind, a)
+        if kind == "_struct" and len(args[0]) == 1:
+            return self.int_value(args[0][0][1], var, out, ind, a)
+        if kind != "_choice":
             raise GameEventsDecodeError(f"typeid {typeid} ({kind}) is not an int")
+        a = self.read("t", args[0], out, ind, a)
+        ends = []
+        for n, (tag, (_, child)) in enumerate(sorted(args[1].items())):
+            out.append(f"{ind}{'if' if n == 0 else 'elif'} t == {tag}:")
+            ends.append(self.int_value(child, var, out, ind + "    ", a))
+        out.append(f"{ind}else:")
+        out.append(f"{ind}    raise GameEventsDecodeError(f'choice tag {{t}} at bit {{p}}')")
+        return _merge(ends)
 
-    def skip(self, typeid: int, out: list[str], ind: str, depth: int) -> None:
-        """Source advancing ``p`` past one value of ``typeid``."""
+    def skip(self, typeid: int, out: list[str], ind: str, depth: int, a: int | None) -> int | None:
+        """Source advancing ``p`` past one value of ``typeid`` entered at alignment ``a``; the exit one."""
         size = self.fixed(typeid)
         if size is not None:
             if size:
                 out.append(f"{ind}p += {size}")
-            return
+            return None if a is None else (a + size) % 8
         if depth > _MAX_INLINE_DEPTH:
-            out.append(f"{ind}p = {self.function(typeid)}(data, p)")
-            return
+            out.append(f"{ind}p = {self.function(typeid, a)}(data, p)")
+            return self.exits[(typeid, a)]
         kind, args = self.info(typeid)
         if kind == "_struct":
             pending = 0
@@ -198,67 +222,100 @@ class _Compiler:
                     continue
                 if pending:
                     out.append(f"{ind}p += {pending}")
+                    a = None if a is None else (a + pending) % 8
                     pending = 0
-                self.skip(field[1], out, ind, depth + 1)
+                a = self.skip(field[1], out, ind, depth + 1, a)
             if pending:
                 out.append(f"{ind}p += {pending}")
-        elif kind == "_optional":
-            self.read("v", (0, 1), out, ind)
+                a = None if a is None else (a + pending) % 8
+            return a
+        if kind == "_optional":
+            a = self.read("v", (0, 1), out, ind, a)
             out.append(f"{ind}if v:")
-            self.body(args[0], out, ind + "    ", depth + 1)
-        elif kind == "_choice":
-            self.read("v", args[0], out, ind)
+            return _merge([a, self.body(args[0], out, ind + "    ", depth + 1, a)])
+        if kind == "_choice":
+            a = self.read("v", args[0], out, ind, a)
+            ends = []
             for n, (tag, (_, child)) in enumerate(sorted(args[1].items())):
                 out.append(f"{ind}{'if' if n == 0 else 'elif'} v == {tag}:")
-                self.body(child, out, ind + "    ", depth + 1)
+                ends.append(self.body(child, out, ind + "    ", depth + 1, a))
             out.append(f"{ind}else:")
             out.append(f"{ind}    raise GameEventsDecodeError(f'choice tag {{v}} at bit {{p}}')")
-        elif kind == "_array":
-            self.read("v", args[0], out, ind)
+            return _merge(ends)
+        if kind == "_array":
+            a = self.read("v", args[0], out, ind, a)
             element = self.fixed(args[1])
-            if element is not None:
-                if element:
-                    out.append(f"{ind}p += v * {element}")
-            else:
+            if element is None:
                 out.append(f"{ind}for _ in range(v):")
-                out.append(f"{ind}    p = {self.function(args[1])}(data, p)")
-        elif kind == "_blob":
-            self.read("v", args[0], out, ind)
+                out.append(f"{ind}    p = {self.function(args[1], None)}(data, p)")
+                return None
+            if element:
+                out.append(f"{ind}p += v * {element}")
+            return a if element % 8 == 0 else None
+        if kind == "_blob":
+            self.read("v", args[0], out, ind, a)
             out.append(f"{ind}p = ((p + 7) & -8) + 8 * v")
-        elif kind == "_bitarray":
-            self.read("v", args[0], out, ind)
+            return 0
+        if kind == "_bitarray":
+            self.read("v", args[0], out, ind, a)
             out.append(f"{ind}p += v")
-        elif kind in ("_real32", "_real64"):  # s2protocol's bit-packed reader fails on these in Python 3
+            return None
+        if kind in ("_real32", "_real64"):  # s2protocol's bit-packed reader fails on these in Python 3
             out.append(f"{ind}raise GameEventsDecodeError('{kind} at bit ' + str(p))")
-        else:
-            raise GameEventsDecodeError(f"typeid {typeid} has unknown kind {kind}")
+            return a
+        raise GameEventsDecodeError(f"typeid {typeid} has unknown kind {kind}")
 
-    def body(self, typeid: int, out: list[str], ind: str, depth: int) -> None:
+    def body(self, typeid: int, out: list[str], ind: str, depth: int, a: int | None) -> int | None:
         """``skip`` for the body of an ``if``: never empty."""
         before = len(out)
-        self.skip(typeid, out, ind, depth)
+        a = self.skip(typeid, out, ind, depth, a)
         if len(out) == before:
             out.append(f"{ind}pass")
+        return a
 
-    def function(self, typeid: int) -> str:
-        """The name of a function skipping one value of ``typeid`` (defined once)."""
-        name = f"_t{typeid}"
-        if typeid not in self.functions:
-            self.functions[typeid] = []  # guards recursive types
+    def function(self, typeid: int, a: int | None) -> str:
+        """The name of a function skipping one value of ``typeid`` entered at ``a`` (defined once)."""
+        name = f"_t{typeid}_{'x' if a is None else a}"
+        key = (typeid, a)
+        if key not in self.functions:
+            self.functions[key] = []  # guards recursive types
+            self.exits[key] = None
             lines = [f"def {name}(data, p):"]
-            self.skip(typeid, lines, "    ", 0)
+            self.exits[key] = self.skip(typeid, lines, "    ", 0, a)
             lines.append("    return p")
-            self.functions[typeid] = lines
+            self.functions[key] = lines
         return name
+
+    def dispatch(self, out: list[str], ind: str, a: int | None) -> None:
+        """Source reading user and event id at ``a`` and skipping the event."""
+        p = self.protocol
+        a = self.int_value(p.replay_userid_typeid, "u", out, ind, a)
+        a = self.int_value(p.game_eventid_typeid, "e", out, ind, a)
+        name = f"skips_{'x' if a is None else a}"
+        if name not in self.tables:
+            skips = {e: self.function(typeid, a) for e, (typeid, _) in sorted(p.game_event_types.items())}
+            self.tables[name] = f"{{{', '.join(f'{e}: {fn}' for e, fn in skips.items())}}}"
+        out.append(f"{ind}skip = {name}.get(e)")
 
     def module_source(self) -> str:
         p = self.protocol
         for eventid, (typeid, _) in p.game_event_types.items():
             if self.info(typeid)[0] != "_struct":  # s2protocol sets keys on the event: it must be a dict
                 raise GameEventsDecodeError(f"event {eventid} is not a struct")
-        events = {e: (self.function(typeid), name) for e, (typeid, name) in p.game_event_types.items()}
-        actions = sorted(e for e, (_, name) in events.items() if name in ACTION_EVENTS)
-        leave = [e for e, (_, name) in events.items() if name == LEAVE_EVENT]
+        names = {e: name for e, (_, name) in p.game_event_types.items()}
+        actions = sorted(e for e, name in names.items() if name in ACTION_EVENTS)
+        leave = [e for e, name in names.items() if name == LEAVE_EVENT]
+        ind = " " * 12
+        head: list[str] = []
+        a = self.int_value(p.svaruint32_typeid, "d", head, ind, 0)
+        head.append(f"{ind}loop += d")
+        if a is None:  # loop deltas of different widths: a path for byte-aligned ends, one for the rest
+            head.append(f"{ind}if (p & 7) == 0:")
+            self.dispatch(head, ind + "    ", 0)
+            head.append(f"{ind}else:")
+            self.dispatch(head, ind + "    ", None)
+        else:
+            self.dispatch(head, ind, a)
         walk = [
             "def walk(data, trace):",
             "    nbits = len(data) * 8",
@@ -266,20 +323,13 @@ class _Compiler:
             "    loop = 0",
             "    counts = {}",
             "    leaves = {}",
-            f"    skips = {{{', '.join(f'{e}: {fn}' for e, (fn, _) in sorted(events.items()))}}}",
+            *(f"    {name} = {table}" for name, table in self.tables.items()),
             f"    actions = frozenset({actions!r})",
             f"    leave = {leave[0] if leave else -1}",
             "    try:",
             "        while p < nbits:",
             "            start = p",
-        ]
-        ind = " " * 12
-        self.int_value(p.svaruint32_typeid, "d", walk, ind)
-        walk.append(f"{ind}loop += d")
-        self.int_value(p.replay_userid_typeid, "u", walk, ind)
-        self.int_value(p.game_eventid_typeid, "e", walk, ind)
-        walk += [
-            f"{ind}skip = skips.get(e)",
+            *head,
             f"{ind}if skip is None:",
             f"{ind}    raise GameEventsDecodeError(f'unknown event id {{e}} at bit {{start}}')",
             f"{ind}p = skip(data, p)",
@@ -298,3 +348,33 @@ class _Compiler:
         ]
         parts = ["\n".join(lines) for lines in self.functions.values()]
         return "\n\n".join([*parts, "\n".join(walk)]) + "\n"
+
+
+def _merge(alignments: list[int | None]) -> int | None:
+    """The alignment after branches: known only when every branch ends at the same one."""
+    return alignments[0] if alignments and all(x == alignments[0] for x in alignments) else None
+
+
+def _static_read(a: int, n: int) -> str:
+    """An expression of ``n`` bits at ``p`` when ``p % 8 == a`` is known: constant shifts and masks."""
+    chunks = []  # (byte offset, low bit, width), first chunk most significant
+    low, left, offset = a, n, 0
+    while left:
+        width = min(8 - low, left)
+        chunks.append((offset, low, width))
+        left -= width
+        offset += 1
+        low = 0
+    terms = []
+    after = n
+    for offset, low, width in chunks:
+        after -= width
+        term = f"data[(p >> 3) + {offset}]" if offset else "data[p >> 3]"
+        if low:
+            term = f"({term} >> {low})"
+        if low + width < 8:
+            term = f"({term} & {(1 << width) - 1})"
+        if after:
+            term = f"({term} << {after})"
+        terms.append(term)
+    return " | ".join(terms)
