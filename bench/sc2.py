@@ -76,7 +76,7 @@ def readable_by_both(paths: list[Path]) -> list[str]:
     for path in paths:
         try:
             sc2reader_load(str(path), 3)
-            ours_frames(str(path))
+            list(ours_frames(str(path)))  # a generator: decode it all, so bad replays raise here
         except Exception as exc:
             print(f"  skipped {path.name}: {type(exc).__name__}: {str(exc)[:90]}")
             continue
