@@ -306,3 +306,31 @@ def test_field_metadata_chooses_a_column_codec(tmp_path) -> None:
     assert codecs == {"frames": "ZSTD", "tags.list.element": "SNAPPY", "unit.x": "SNAPPY"}
     assert read_parquet(path).equals(table)
 
+
+def test_prefetch_keeps_order_and_reraises_the_producers_error() -> None:
+    def batches(fail_at: int | None) -> Iterator[pa.RecordBatch]:
+        for i in range(10):
+            if i == fail_at:
+                raise ValueError(f"replay {i} is broken")
+            yield pa.record_batch({"i": [i]})
+
+    assert [b["i"][0].as_py() for b in parquet_files._prefetched(batches(None), 2)] == list(range(10))
+    seen = []
+    with pytest.raises(ValueError, match="replay 6 is broken"):
+        for batch in parquet_files._prefetched(batches(6), 2):
+            seen.append(batch["i"][0].as_py())
+    assert seen == list(range(6))
+
+
+def test_prefetch_stops_the_producer_when_the_writer_gives_up() -> None:
+    produced = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for i in range(1000):
+            produced.append(i)
+            yield pa.record_batch({"i": [i]})
+
+    stream = parquet_files._prefetched(batches(), 2)
+    next(stream)
+    stream.close()  # joins the producer
+    assert len(produced) < 10

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -102,6 +104,44 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
     yield from rest
 
 
+# Batches decoded ahead of the writer, in a background thread: decoding (mostly Python) overlaps the
+# Parquet encoding and compression (C++, without the GIL). Bounded, so memory stays bounded too.
+PREFETCH_BATCHES = 4
+_DONE = object()
+
+
+def _prefetched(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` in order, produced by a helper thread at most ``depth`` ahead; its errors re-raise here.
+
+    Closing the iterator early (the writer failed) stops the producer at its next batch."""
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                slots.put(batch)
+            slots.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            slots.put(exc)
+
+    worker = threading.Thread(target=produce, name="parquet-prefetch", daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.05)
+        worker.join()
+
+
 def _write_stream(
     sink: BinaryIO, schema: pa.Schema, batches: Iterator[pa.RecordBatch], group_rows: int
 ) -> int:
@@ -113,7 +153,7 @@ def _write_stream(
     pending: list[pa.RecordBatch] = []
     pending_rows = pending_bytes = 0
     with pq.ParquetWriter(sink, schema, compression=column_compression(schema)) as writer:
-        for batch in batches:
+        for batch in _prefetched(batches, PREFETCH_BATCHES):
             if batch.schema != schema:
                 batch = pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
             rows += batch.num_rows
