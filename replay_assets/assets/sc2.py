@@ -87,7 +87,13 @@ class Sc2FramesConfig(Config):
     )
     step_mul: int = Field(default=8, ge=1, description="Game loops between frames.")
     only_valid: bool = Field(default=True, description="Keep only replays sc2_replay_metadata judged valid.")
-    parallel: int = Field(default=2, ge=1, description="Processes decoding tracker events.")
+    parallel: int = Field(
+        default=1,
+        ge=1,
+        description="Processes building tracker frames. A replay's frames are ~17 MB of Arrow, and sending "
+        "them back costs about as much as building them: on 2 shared vCPUs 2 processes ran at 0.63x of 1 "
+        "(bench/sc2.py); raise it on machines with more real cores.",
+    )
 
 
 @dataclass(frozen=True)
