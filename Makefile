@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/metta.py
 	$(BIN)/python bench/townlet.py
 	$(BIN)/python bench/tmrl.py
+	$(BIN)/python bench/sc2.py
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) data build *.egg-info
