@@ -16,8 +16,9 @@ up to ``--image-mb``; sample counts drawn from a fixed seed.
    ``data.pkl`` (default protocol, no fsync). Against OURS, what ``tmrl_demo_buffers`` does minus Dagster:
    each file read and hashed (sha256: the lineage column; the asset also re-checks the listing's hash),
    ``run_batches`` (restricted unpickler, validation) buffered per file, streamed into one
-   ``write_parquet(UPath, RecordBatchReader)`` (snappy; the frames zstd; atomic, fsynced). Ours keeps all four frames of an
-   image sample (the memory keeps only the newest), i.e. it writes ~4x the image bytes of ``data.pkl``.
+   ``write_parquet(UPath, RecordBatchReader)`` (snappy, the frames zstd; atomic, fsynced). Ours keeps all
+   four frames of an image sample (the memory keeps only the newest), i.e. ~4x the image bytes of
+   ``data.pkl`` before compression.
    A diagnostic row times ours without the Parquet write (read, sha256, ``run_batches``).
 2. Peak RSS of each side per layout, at half and at all of its runs, one fresh child process per cell
    (forkserver: ``ru_maxrss`` survives ``exec``, so a spawned child would start at this process's peak),
