@@ -107,6 +107,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from replay_assets.backfill import yesterday_utc
     from replay_assets.config import Settings
     from replay_assets.datasets.sql import connect
+    from replay_assets.datasets.warehouse import available_partitions
+    from replay_assets.layout import warehouse_root
     from replay_assets.sample_data.landing import SAMPLE_MARKER, write_sample_landing_zone
 
     settings = Settings.from_env()
@@ -125,11 +127,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"sample landing zone {settings.landing_uri}: {counts}")
     _run_backfill(start, end, None, None)
     conn = connect(settings.warehouse_uri)
+    warehouse = warehouse_root(settings.warehouse_uri)
     print(f"\nwarehouse {settings.warehouse_uri}:")
     for (name,) in conn.execute(
         "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1"
     ).fetchall():
-        partitions, rows = conn.execute(f'SELECT count(DISTINCT date), count(*) FROM "{name}"').fetchone()
+        # Partition files, not distinct dates in rows: a day with nothing (no SC2 replays) is still written.
+        partitions = len(available_partitions(warehouse, name))
+        (rows,) = conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()
         print(f"  {name:<28} {partitions:>3} partitions {rows:>10} rows")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pickle
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -182,6 +183,8 @@ def test_demo_command_writes_sample_data_and_materializes_it(tmp_path: Path) -> 
     )
     assert dict(rows).keys() == {"metta", "townlet", "tmrl"}
     assert "raw_replay_listings" in result.stdout and "2 partitions" in result.stdout
+    # The demo has no StarCraft II replays: its days are still materialized, as empty partitions.
+    assert re.search(r"sc2_ground_truth_frames\s+2 partitions\s+0 rows", result.stdout), result.stdout
 
 
 def test_sample_data_command_is_deterministic(tmp_path: Path) -> None:
