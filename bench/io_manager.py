@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import multiprocessing
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from harness import MIB, maxrss_mib, vmhwm_mib  # bench/harness.py
 
 BATCH_ROWS = 64 * 1024  # rows per generated batch: what a streaming asset would yield
 SOURCES = pa.array(["metta", "sc2", "townlet", "tmrl", "other"])
@@ -47,7 +47,6 @@ MEMORY_FRACTIONS = (0.25, 0.5, 1.0)
 QUICK_ROWS = 1_000_000
 QUICK_DAYS = 7
 MB = 1e6
-MIB = 1024 * 1024
 FIXED_COST = "Dagster run of a 1-row table"
 FIXED_COST_LOAD = "Dagster run loading a 1-row partition"
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -293,18 +292,6 @@ def print_verdict(writes: dict[str, Timing], reads: dict[str, Timing]) -> None:
 # 2. Peak memory, each measurement in a fresh child process
 
 
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB  # Linux reports KiB
-
-
-def _vmhwm_mib() -> float:
-    """The kernel's per-address-space peak RSS: a cross-check on ``ru_maxrss``."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / MIB
-    return float("nan")
-
-
 def _memory_variant(variant: str, rows: int, out_dir: str) -> Callable[[], object]:
     """Import what ``variant`` needs and return the work, so the baseline includes the imports."""
     out = Path(out_dir)
@@ -325,9 +312,9 @@ def _memory_variant(variant: str, rows: int, out_dir: str) -> Callable[[], objec
 def memory_child(variant: str, rows: int, out_dir: str) -> tuple[float, float, float]:
     """Runs in the child: (baseline after imports, peak, VmHWM), all MiB."""
     work = _memory_variant(variant, rows, out_dir)
-    baseline = _maxrss_mib()
+    baseline = maxrss_mib()
     work()
-    return baseline, _maxrss_mib(), _vmhwm_mib()
+    return baseline, maxrss_mib(), vmhwm_mib()
 
 
 def measure_in_child(variant: str, rows: int) -> tuple[float, float, float]:

@@ -31,7 +31,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,19 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from harness import (
+    Case,
+    Peak,
+    Timing,
+    maxrss_mib,
+    quiesce,
+    time_interleaved,
+    timing_header,
+    timing_row,
+    verdict,
+    vmhwm_mib,
+    warn_if_rss_disagrees,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 METTA_DIR = REPO_ROOT.parent / "shared" / "data" / "metta"
@@ -62,7 +74,6 @@ MEMORY_TARGET = 5.0  # x less peak RSS than the baseline
 LOADING_TARGET = 200.0  # x samples/s of the original loader, for the fast path
 QUICK = {"target_samples": 30_000, "baseline_samples": 10_000, "original_load_samples": 2_048}
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-MIB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -279,73 +290,6 @@ def warehouse_rows(warehouse: Path) -> int:
 # Timing: interleaved repeats after a small warm-up, median and spread
 
 
-@dataclass(frozen=True)
-class Timing:
-    seconds: tuple[float, ...]
-    samples: int
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def rate(self) -> float:
-        return self.samples / self.median
-
-    def spread(self) -> str:
-        return f"[{min(self.seconds):.2f}..{max(self.seconds):.2f}]"
-
-
-@dataclass(frozen=True)
-class Case:
-    """``run`` returns the samples it produced; ``warmup`` pays first-use costs (imports, allocator)."""
-
-    run: Callable[[], int]
-    warmup: Callable[[], object]
-
-
-def quiesce() -> None:
-    """Collect, then freeze the survivors, so a timed run's GC scans only the objects it makes itself.
-
-    Otherwise a case pays for scanning whatever this process already holds (torch, Dagster, an
-    instance, an earlier case's leftovers): on dinky7 that turned a 35 ms ``json.loads`` into 250 ms.
-    A fresh mining or training process would not carry that heap; the baseline must not either.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def time_interleaved(cases: dict[str, Case], repeats: int) -> dict[str, Timing]:
-    """Each case once per round, ``repeats`` rounds, after one untimed warm-up per case.
-
-    A warm-up may be smaller than the timed run: it only has to pay the one-time costs, and the
-    baseline at full size would cost as much as a whole round.
-    """
-    for case in cases.values():
-        case.warmup()
-    seconds: dict[str, list[float]] = {name: [] for name in cases}
-    samples: dict[str, int] = {}
-    for _ in range(repeats):
-        for name, case in cases.items():
-            quiesce()
-            started = time.perf_counter()
-            samples[name] = case.run()
-            seconds[name].append(time.perf_counter() - started)
-    return {name: Timing(tuple(values), samples[name]) for name, values in seconds.items()}
-
-
-def timing_row(label: str, timing: Timing, baseline: Timing | None) -> str:
-    ratio = f"{timing.rate / baseline.rate:8.1f}x" if baseline else ""
-    return (
-        f"   {label:<52} {timing.samples:>9,} {timing.median:7.2f}s {timing.spread():<14}"
-        f" {timing.rate:>11,.0f}/s {ratio}"
-    )
-
-
-def timing_header(first: str) -> str:
-    return f"   {first:<52} {'samples':>9} {'median':>8} {'[min..max]':<14} {'samples/s':>13} vs baseline"
-
-
 # ---------------------------------------------------------------------------------------------------------
 # 1. Mining
 
@@ -470,24 +414,8 @@ def mining_verdict(timings: dict[str, Timing]) -> list[str]:
     ]
 
 
-def verdict(ok: bool) -> str:
-    return "OK" if ok else "MISSED"
-
-
 # ---------------------------------------------------------------------------------------------------------
 # 2. Peak memory, each measurement in a fresh child process
-
-
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB  # Linux reports KiB
-
-
-def _vmhwm_mib() -> float:
-    """The kernel's per-address-space peak RSS: a cross-check on ``ru_maxrss``."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / MIB
-    return float("nan")
 
 
 def _memory_work(variant: str, copies: int, out: Path) -> Callable[[], int]:
@@ -511,9 +439,9 @@ def memory_child(variant: str, copies: int) -> tuple[float, float, float, int]:
     with tempfile.TemporaryDirectory(prefix="replay-bench-mem-") as tmp:
         work = _memory_work(variant, copies, Path(tmp))
         gc.collect()
-        baseline = _maxrss_mib()
+        baseline = maxrss_mib()
         rows = work()
-        return baseline, _maxrss_mib(), _vmhwm_mib(), rows
+        return baseline, maxrss_mib(), vmhwm_mib(), rows
 
 
 def measure_in_child(variant: str, copies: int) -> tuple[float, float, float, int]:
@@ -524,21 +452,6 @@ def measure_in_child(variant: str, copies: int) -> tuple[float, float, float, in
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(memory_child, variant, copies).result()
-
-
-@dataclass(frozen=True)
-class Peak:
-    baseline: float
-    peak: float
-    hwm: float
-    rows: int
-
-    @property
-    def growth(self) -> float:
-        return self.peak - self.baseline
-
-    def cell(self) -> str:
-        return f"{self.peak:7.0f} MiB (+{self.growth:.0f})"
 
 
 @dataclass(frozen=True)
@@ -587,14 +500,6 @@ def estimated_peak(measured: dict[int, Peak], copies: int) -> float:
         return float("nan")
     slope = (p2.growth - p1.growth) / (n2 - n1)
     return p2.baseline + p2.growth + slope * (copies - n2)
-
-
-def warn_if_rss_disagrees(peaks: Sequence[Peak]) -> None:
-    worst = max(abs(p.peak - p.hwm) / p.hwm for p in peaks)
-    if worst > 0.05:
-        print(f"   WARNING: ru_maxrss and VmHWM differ by up to {worst:.0%}: a peak above may be inherited")
-    else:
-        print(f"   ru_maxrss agrees with VmHWM within {worst:.1%} in every child")
 
 
 # ---------------------------------------------------------------------------------------------------------

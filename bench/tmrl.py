@@ -64,16 +64,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from metta import (  # bench/metta.py
+from harness import (  # bench/harness.py
     Case,
     Peak,
     Timing,
-    _maxrss_mib,
-    _vmhwm_mib,
+    maxrss_mib,
     quiesce,
     timing_header,
     timing_row,
     verdict,
+    vmhwm_mib,
     warn_if_rss_disagrees,
 )
 
@@ -382,9 +382,9 @@ def memory_child(side: str, layout: str, files: Sequence[RunFile]) -> tuple[floa
     with tempfile.TemporaryDirectory(prefix="replay-bench-tmrl-mem-") as tmp:
         work = _memory_work(side, layout, files, Path(tmp))
         gc.collect()
-        baseline = _maxrss_mib()
+        baseline = maxrss_mib()
         rows = work()
-        return baseline, _maxrss_mib(), _vmhwm_mib(), rows
+        return baseline, maxrss_mib(), vmhwm_mib(), rows
 
 
 def measure_in_child(side: str, layout: str, files: Sequence[RunFile]) -> Peak:

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from metta import Case, Peak, Timing, _maxrss_mib, _vmhwm_mib, quiesce, verdict  # bench/metta.py
+from harness import Case, Peak, Timing, maxrss_mib, quiesce, verdict, vmhwm_mib  # bench/harness.py
 
 from replay_assets.sample_data.townlet import TownletEpisode, write_townlet_checkpoint
 
@@ -415,9 +415,9 @@ def memory_child(variant: str, landing_root: str, day: dt.date) -> tuple[float, 
     with tempfile.TemporaryDirectory(prefix="replay-bench-townlet-mem-") as tmp:
         work = _memory_work(variant, landing_root, day, Path(tmp))
         gc.collect()
-        baseline = _maxrss_mib()
+        baseline = maxrss_mib()
         steps = work()
-        return baseline, _maxrss_mib(), _vmhwm_mib(), steps
+        return baseline, maxrss_mib(), vmhwm_mib(), steps
 
 
 def measure_in_child(variant: str, landing: Landing, day: dt.date) -> Peak:
