@@ -9,6 +9,7 @@ frames, sorted by replay_id, into the IO manager. A replay that fails is a failu
 
 import datetime as dt
 import heapq
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,7 +41,12 @@ from replay_assets.assets.replay_files import (
 )
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.sc2_parallel import batches_in_processes, decode_in_processes
-from replay_assets.formats.sc2_replay import ReplaySource, ValidityRules, replay_metadata
+from replay_assets.formats.sc2_replay import (
+    ReplaySource,
+    ValidityRules,
+    invalid_metadata_row,
+    replay_metadata,
+)
 from replay_assets.formats.sc2_tracker import tracker_frames
 from replay_assets.formats.schemas import SC2_GROUND_TRUTH_FRAMES, SC2_REPLAY_METADATA
 from replay_assets.io.parquet_files import PartitionStream
@@ -118,18 +124,9 @@ def _source(day: dt.date, row: dict[str, Any]) -> ReplaySource:
     return ReplaySource(day=day, uri=row["uri"], sha256=row["sha256"])
 
 
-def _unreadable_row(day: dt.date, row: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+def _unreadable_row(source: ReplaySource, exc: BaseException) -> dict[str, Any]:
     """The metadata row of a listed replay whose bytes could not be read back (gone, changed)."""
-    empty = dict.fromkeys(SC2_REPLAY_METADATA.names)
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    return {
-        **empty,
-        "date": day,
-        "replay_id": row["sha256"],
-        "source_uri": row["uri"],
-        "valid": False,
-        "invalid_reasons": [reason],
-    }
+    return invalid_metadata_row(source, " ".join(str(exc).split()) or type(exc).__name__)
 
 
 def _day_metadata(
@@ -143,13 +140,13 @@ def _day_metadata(
             try:
                 data = read_listed_file(backend, row)
             except (ReplayAssetsError, OSError) as exc:
-                rows.append(_unreadable_row(day, row, exc))
+                rows.append(_unreadable_row(_source(day, row), exc))
                 continue
             yield _Job(data, _source(day, row), rules=rules)
 
     for job, result in decode_in_processes(_metadata_job, jobs(), config.parallel):
         if isinstance(result, BaseException):  # a bug or a dead worker, not a bad replay: still a row
-            result = _unreadable_row(day, {"uri": job.source.uri, "sha256": job.source.sha256}, result)
+            result = _unreadable_row(job.source, result)
         rows.append(result)
     rows.sort(key=lambda r: (r["replay_id"], r["source_uri"]))
     return pa.Table.from_pylist(rows, schema=SC2_REPLAY_METADATA)
@@ -300,7 +297,7 @@ def _engine_results(
     chosen_of: dict[str, _Chosen] = {}
 
     def items() -> Iterator[tuple[bytes, ReplaySource]]:
-        for chosen, job in _chain_one(first, jobs):
+        for chosen, job in itertools.chain([first], jobs):
             chosen_of[job.source.uri] = chosen
             yield job.data, job.source
 
@@ -308,10 +305,6 @@ def _engine_results(
         for source, result in pool.frames(items()):
             yield chosen_of.pop(source.uri), result
 
-
-def _chain_one(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from rest
 
 
 def _frames_stream(

@@ -49,6 +49,7 @@ from replay_assets.formats.sc2_fast_game_events import (
     UserActions,
     game_event_actions,
 )
+from replay_assets.formats.schemas import SC2_REPLAY_METADATA
 
 __all__ = [
     "LOOPS_PER_SECOND",
@@ -58,6 +59,7 @@ __all__ = [
     "Sc2ReplayError",
     "ValidityRules",
     "choose_protocol",
+    "invalid_metadata_row",
     "open_replay",
     "replay_metadata",
 ]
@@ -315,24 +317,23 @@ def _user_actions(replay: Sc2Replay) -> dict[int, UserActions]:
     return {u: UserActions(actions.get(u, 0), left.get(u)) for u in sorted(actions.keys() | left.keys())}
 
 
+def invalid_metadata_row(source: ReplaySource, *reasons: str) -> dict[str, Any]:
+    """A metadata row knowing nothing but where the replay came from: invalid, for ``reasons``."""
+    row: dict[str, Any] = dict.fromkeys(SC2_REPLAY_METADATA.names)
+    row.update(
+        date=source.day,
+        replay_id=source.replay_id,
+        source_uri=source.uri,
+        valid=False,
+        invalid_reasons=list(reasons),
+    )
+    return row
+
+
 def replay_metadata(data: bytes, source: ReplaySource, rules: ValidityRules | None = None) -> dict[str, Any]:
     """One ``SC2_REPLAY_METADATA`` row; a replay that does not decode still gets one (invalid, reasons)."""
     rules = rules or ValidityRules()
-    row: dict[str, Any] = {
-        "date": source.day,
-        "replay_id": source.replay_id,
-        "source_uri": source.uri,
-        "base_build": None,
-        "game_version": None,
-        "decoder_build": None,
-        "decoder_exact": None,
-        "map_name": None,
-        "game_loops": None,
-        "played_at": None,
-        "players": None,
-        "valid": False,
-        "invalid_reasons": [],
-    }
+    row = invalid_metadata_row(source)
     reasons: list[str] = row["invalid_reasons"]
     try:
         replay = open_replay(data, source.uri)
