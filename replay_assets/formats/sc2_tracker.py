@@ -47,7 +47,7 @@ BACKEND = "tracker"
 FOOD_SCALE = 4096.0  # FoodUsed / FoodMade are fixed point
 _POSITIONS_X4_BEFORE = 27950  # before this build SUnitPositionsEvent coordinates are in units of 4 cells
 _BORN, _TRACKED = 0, 1
-_SOURCES = pa.array(["born", "tracked"], pa.string())
+_SOURCE_NAMES = ("born", "tracked")  # position_source by _BORN / _TRACKED
 _NO_END = np.iinfo(np.int64).max
 _UI_MARKERS = ("Beacon",)  # the minimap beacons every player owns: UI markers, not game units
 
@@ -220,7 +220,9 @@ def _units_column(state: TrackerState, frame_count: int, step: int) -> pa.Array:
         "x": pa.array(np.asarray(seg["x"], dtype=np.float32)[which]),
         "y": pa.array(np.asarray(seg["y"], dtype=np.float32)[which]),
         "position_loop": pa.array(np.asarray(seg["pos_loop"], dtype=np.int32)[which]),
-        "position_source": _SOURCES.take(pa.array(np.asarray(seg["src"], dtype=np.int8)[which])),
+        "position_source": pa.array(_SOURCE_NAMES, pa.string()).take(
+            pa.array(np.asarray(seg["src"], dtype=np.int8)[which])
+        ),
         "is_complete": pa.array(np.asarray(seg["complete"], dtype=bool)[which]),
     }
     units = pa.StructArray.from_arrays(
