@@ -160,11 +160,16 @@ class Sc2FramesDataset(Dataset[dict[str, Any]]):
         self._units: list[RowGroup] = self.selection.row_groups(self._filter)
         if self._filter is None:
             self._starts = list(np.cumsum([0] + [u.num_rows for u in self._units]))
-        else:  # a filter keeps an unknown share of each group: count what it keeps, once
-            kept = [self._read(i).game_loop.size for i in range(len(self._units))]
+        else:  # a filter keeps an unknown share of each group: count what it keeps (one small column)
+            filesystem = self.selection.filesystem()
+            kept = [self._kept_rows(unit, filesystem) for unit in self._units]
             self._starts = list(np.cumsum([0, *kept]))
         self._cache: OrderedDict[int, _Group] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _kept_rows(self, unit: RowGroup, filesystem: Any) -> int:
+        batches = read_row_group(unit, filesystem, ["game_loop"], self._filter, 1 << 20, use_threads=False)
+        return sum(batch.num_rows for batch in batches)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
