@@ -8,12 +8,13 @@ as over a real day). Cases, each reading the files from disk itself:
 
 1. ``sc2reader`` ``load_level=3`` (details, init data, tracker events: the same information) and
    ``load_level=4`` (plus game events), one core: the baselines.
-2. Ours: ``tracker_frames`` (open archive, header, details, fast tracker decoder, every frame row at
-   ``step_mul=8`` built as Arrow) with ``decode_in_processes`` at ``parallel=1`` (inline) and ``=2``
-   (spawned workers, start-up included); as in the asset, each replay's frames come back to this
-   process as record batches (``batches_in_processes``: lz4 Arrow IPC from workers), ready to write.
-3. Ours plus ``replay_metadata`` (game events through s2protocol for APM), ``parallel=1``: what the
-   day's assets cost together.
+2. Ours, as the frames asset runs it: this process reads each file and hashes it, then
+   ``tracker_state_job`` (open archive, header, details, fast tracker decoder, events folded into
+   unit segments) runs through ``decode_in_processes`` at ``parallel=1`` (inline) or ``=2`` (spawned
+   workers, start-up included), and this process expands every state into its frame rows at
+   ``step_mul=8`` as Arrow record batches (``state_frames``), ready to write.
+3. Ours plus ``replay_metadata`` (game events for APM, initData): what the day's two assets cost
+   together, at ``parallel=1`` and ``=2``.
 
 Every timing is repeated (cases interleaved) after an untimed warm-up and reported as median
 [min..max]; ratios are against the sc2reader baselines measured in the same run.
@@ -36,12 +37,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-import pyarrow as pa  # noqa: E402
-
-from replay_assets.formats.sc2_parallel import batches_in_processes  # noqa: E402
-from replay_assets.formats.sc2_replay import ReplaySource, ValidityRules, replay_metadata  # noqa: E402
-from replay_assets.formats.sc2_tracker import tracker_frames  # noqa: E402
-from replay_assets.formats.schemas import SC2_GROUND_TRUTH_FRAMES  # noqa: E402
+from replay_assets.formats.sc2_jobs import ReplayJob, metadata_job, tracker_state_job  # noqa: E402
+from replay_assets.formats.sc2_parallel import decode_in_processes  # noqa: E402
+from replay_assets.formats.sc2_replay import ReplaySource, ValidityRules  # noqa: E402
+from replay_assets.formats.sc2_tracker import TrackerState, state_frames  # noqa: E402
 
 SC2_DIR = REPO_ROOT.parent / "shared" / "data" / "sc2"
 STEP_MUL = 8
@@ -53,16 +52,26 @@ def _source(path: str, data: bytes) -> ReplaySource:
     return ReplaySource(DAY, path, hashlib.sha256(data).hexdigest())
 
 
-def ours_frames(path: str) -> Iterator[pa.RecordBatch]:
-    """One replay's frames (top level: picklable for spawned workers)."""
-    data = Path(path).read_bytes()
-    return tracker_frames(data, _source(path, data), step_mul=STEP_MUL)
+def decode_state_and_metadata(job: ReplayJob) -> TrackerState:
+    """Both assets' worker halves (top level: picklable for spawned workers)."""
+    metadata_job(job)
+    return tracker_state_job(job)
 
 
-def ours_with_metadata(path: str) -> Iterator[pa.RecordBatch]:
-    data = Path(path).read_bytes()
-    replay_metadata(data, _source(path, data), ValidityRules())
-    return tracker_frames(data, _source(path, data), step_mul=STEP_MUL)
+def jobs(files: list[str]) -> Iterator[ReplayJob]:
+    for path in files:
+        data = Path(path).read_bytes()
+        yield ReplayJob(data, _source(path, data), ValidityRules())
+
+
+def run_ours(decode: Callable[[ReplayJob], TrackerState], files: list[str], parallel: int) -> int:
+    """Every replay's frame rows as record batches in this process: what the asset hands its writer."""
+    rows = 0
+    for job, state in decode_in_processes(decode, jobs(files), parallel):
+        if isinstance(state, BaseException):
+            raise RuntimeError(f"{job.source.uri}: {state}")
+        rows += sum(batch.num_rows for batch in state_frames(state, job.source, STEP_MUL))
+    return rows
 
 
 def sc2reader_load(path: str, level: int) -> None:
@@ -78,22 +87,12 @@ def readable_by_both(paths: list[Path]) -> list[str]:
     for path in paths:
         try:
             sc2reader_load(str(path), 3)
-            list(ours_frames(str(path)))  # a generator: decode it all, so bad replays raise here
+            run_ours(tracker_state_job, [str(path)], 1)
         except Exception as exc:
             print(f"  skipped {path.name}: {type(exc).__name__}: {str(exc)[:90]}")
             continue
         both.append(str(path))
     return both
-
-
-def run_ours(function: Callable[[str], Iterator[pa.RecordBatch]], files: list[str], parallel: int) -> int:
-    """What the frames asset does before writing: every replay's batches back in this process."""
-    rows = 0
-    for path, result in batches_in_processes(function, files, parallel, SC2_GROUND_TRUTH_FRAMES):
-        if isinstance(result, BaseException):
-            raise RuntimeError(f"{path}: {result}")
-        rows += sum(batch.num_rows for batch in result)
-    return rows
 
 
 def busy_loop(_: int) -> int:
@@ -129,7 +128,7 @@ def main() -> None:
     print(f"Replays in {SC2_DIR}:")
     files = readable_by_both(sorted(SC2_DIR.glob("*.SC2Replay")))
     day = files * args.copies
-    frames = run_ours(ours_frames, files, 1) * args.copies
+    frames = run_ours(tracker_state_job, files, 1) * args.copies
     print(
         f"  {len(files)} readable by both, x{args.copies} copies = {len(day)} replays,"
         f" {frames:,} frame rows\n"
@@ -138,12 +137,13 @@ def main() -> None:
     cases: dict[str, Callable[[], object]] = {
         "sc2reader load_level=3": lambda: [sc2reader_load(f, 3) for f in day],
         "sc2reader load_level=4": lambda: [sc2reader_load(f, 4) for f in day],
-        "tracker frames, parallel=1": lambda: run_ours(ours_frames, day, 1),
-        "tracker frames, parallel=2": lambda: run_ours(ours_frames, day, 2),
-        "tracker frames + metadata, parallel=1": lambda: run_ours(ours_with_metadata, day, 1),
+        "tracker frames, parallel=1": lambda: run_ours(tracker_state_job, day, 1),
+        "tracker frames, parallel=2": lambda: run_ours(tracker_state_job, day, 2),
+        "tracker frames + metadata, parallel=1": lambda: run_ours(decode_state_and_metadata, day, 1),
+        "tracker frames + metadata, parallel=2": lambda: run_ours(decode_state_and_metadata, day, 2),
     }
-    for run in cases.values():  # warm-up: imports, protocol modules, page cache
-        if run is not cases["tracker frames, parallel=2"]:
+    for name, run in cases.items():  # warm-up: imports, protocol modules, page cache
+        if not name.endswith("parallel=2"):
             run()
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeats):

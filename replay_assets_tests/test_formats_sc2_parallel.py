@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import os
-import pickle
 
-import pyarrow as pa
 import pytest
 
-from replay_assets.formats.sc2_parallel import (
-    batches_in_processes,
-    decode_in_processes,
-    pack_batches,
-    unpack_batches,
-)
+from replay_assets.formats.sc2_parallel import decode_in_processes
 
 
 def square_or_fail(n: int) -> int:
@@ -64,27 +57,3 @@ def test_a_dead_worker_fails_one_item_not_the_rest() -> None:
 def test_parallel_must_be_positive() -> None:
     with pytest.raises(ValueError, match="parallel"):
         list(decode_in_processes(square_or_fail, [1], parallel=0))
-
-
-def test_packed_batches_round_trip_slices_without_their_parents_buffers() -> None:
-    whole = pa.record_batch({"loop": list(range(100_000)), "units": [[1, 2, 3]] * 100_000})
-    slices = [whole.slice(i, 1000) for i in range(0, 3000, 1000)]
-    packed = pack_batches(slices, whole.schema)
-    assert pa.Table.from_batches(unpack_batches(packed)).equals(pa.Table.from_batches(slices))
-    assert packed.size * 10 < len(pickle.dumps(slices))  # pickle would ship the parent's buffers
-
-
-def batches_or_fail(n: int) -> list[pa.RecordBatch]:
-    if n == 2:
-        raise ValueError("replay 2 is broken")
-    return [pa.record_batch({"n": [n] * 3}), pa.record_batch({"n": [n]})]
-
-
-@pytest.mark.parametrize("parallel", [1, 2])
-def test_batches_come_back_in_order_inline_or_from_workers(parallel: int) -> None:
-    schema = pa.schema([("n", pa.int64())])
-    results = list(batches_in_processes(batches_or_fail, range(4), parallel, schema))
-    assert [item for item, _ in results] == [0, 1, 2, 3]
-    assert isinstance(results[2][1], ValueError)
-    for item, batches in (r for r in results if r[0] != 2):
-        assert [b.num_rows for b in batches] == [3, 1] and batches[0]["n"][0].as_py() == item

@@ -8,8 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from replay_assets.formats.sc2_parallel import decode_in_processes
 from replay_assets.formats.sc2_replay import Sc2ReplayError
-from replay_assets.formats.sc2_tracker import tracker_frames
+from replay_assets.formats.sc2_tracker import decode_tracker_state, state_frames, tracker_frames
 from replay_assets.formats.schemas import SC2_GROUND_TRUTH_FRAMES
 from replay_assets_tests.sc2_helpers import MISSING_FILES, SC2READER_READABLE, sc2_path, source_for
 
@@ -93,6 +94,24 @@ def test_truncated_bytes_are_an_error(shared_data: Path, cut: int) -> None:
     data = data[: len(data) // cut]
     with pytest.raises(Sc2ReplayError, match=r"^s3://b/t\.SC2Replay: "):
         list(tracker_frames(data, source_for(data, "s3://b/t.SC2Replay")))
+
+
+def _decode_file(path: str):
+    return decode_tracker_state(Path(path).read_bytes(), path)
+
+
+def test_state_from_a_worker_expands_to_the_inline_frames(shared_data: Path) -> None:
+    """What the asset does at parallel > 1: a worker sends the small state, frames are expanded here."""
+    paths = [str(sc2_path(shared_data, n)) for n in ("ladder_4.7.0.70154", "short_4.3.0.64469")]
+    paths.append(str(sc2_path(shared_data, "anonymized_4.1.2.60604_missing_files")))
+    results = dict(decode_in_processes(_decode_file, paths, parallel=2))
+    assert isinstance(results[paths[2]], Sc2ReplayError)
+    for path in paths[:2]:
+        data = Path(path).read_bytes()
+        source = source_for(data, path)
+        from_worker = pa.Table.from_batches(state_frames(results[path], source, 16, 300))
+        assert from_worker.num_rows > 0
+        assert from_worker.equals(pa.Table.from_batches(tracker_frames(data, source, 16, 300)))
 
 
 def test_no_exact_decoder_still_gives_frames(shared_data: Path) -> None:

@@ -148,7 +148,8 @@ def _value(buf: bytes, pos: int, typeid: int, kinds: list[tuple[int, str, Any]])
                 pos = _skip(buf, pos)
                 continue
             name, child = field
-            if buf[pos] == 9 and kinds[child][0] == 9:  # an int field: inlined, most fields are
+            got = buf[pos]
+            if got == 9 and kinds[child][0] == 9:  # an int field: inlined, most fields are
                 b = buf[pos + 1]
                 pos += 2
                 value = (b >> 1) & 0x3F
@@ -160,6 +161,18 @@ def _value(buf: bytes, pos: int, typeid: int, kinds: list[tuple[int, str, Any]])
                     value |= (b & 0x7F) << shift
                     shift += 7
                 result[name] = -value if negative else value
+                continue
+            if got == 2 and kinds[child][0] == 2 and buf[pos + 1] < 0x80:  # a short blob (a type name)
+                n = buf[pos + 1] >> 1  # a one-byte varint, never negative for a length
+                pos += 2
+                if pos + n > len(buf):
+                    raise TrackerDecodeError(f"blob of {n} bytes at byte {pos} runs past the end")
+                result[name] = buf[pos : pos + n]
+                pos += n
+                continue
+            if got == 4 and buf[pos + 1] == 0 and kinds[child][0] == 4:  # an absent optional
+                result[name] = None
+                pos += 2
                 continue
             value, pos = _value(buf, pos, child, kinds)
             if name == "__parent":
@@ -226,10 +239,23 @@ def decode_tracker_events(contents: bytes, protocol: ModuleType) -> Iterator[dic
     try:
         while pos < end:
             start = pos
-            delta, pos = _value(buf, pos, loop_typeid, kinds)
-            for v in delta.values():
-                gameloop += v
-                break
+            if buf[pos] == 3 and buf[pos + 2] == 9 and buf[pos + 1] < 0x80:  # the loop delta, inlined:
+                pos += 3  # a choice (kind 3) of one-byte tag, then an int (kind 9)
+                b = buf[pos]
+                pos += 1
+                delta = (b >> 1) & 0x3F
+                shift = 6
+                while b & 0x80:
+                    b = buf[pos]
+                    pos += 1
+                    delta |= (b & 0x7F) << shift
+                    shift += 7
+                gameloop += -delta if buf[start + 3] & 1 else delta
+            else:
+                choice, pos = _value(buf, pos, loop_typeid, kinds)
+                for v in choice.values():
+                    gameloop += v
+                    break
             eventid, pos = _value(buf, pos, eventid_typeid, kinds)
             entry = event_types.get(eventid)
             if entry is None:

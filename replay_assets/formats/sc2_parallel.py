@@ -9,7 +9,6 @@ item's result. Workers start with ``spawn`` (safe beside threads, e.g. in a Dags
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -17,9 +16,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-import pyarrow as pa
-
-__all__ = ["batches_in_processes", "decode_in_processes", "pack_batches", "unpack_batches"]
+__all__ = ["decode_in_processes"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -95,42 +92,3 @@ def _yield_first(
                 pending.append((queued_item, _submit(fresh, function, queued_item)))
         return fresh
     return pool
-
-
-def pack_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Buffer:
-    """Record batches as one lz4-compressed Arrow IPC stream: how a worker sends its rows back.
-
-    Pickling the batches instead ships every buffer a slice shares (each 2048-row slice of a replay
-    carried the whole replay: 10x slower than decoding inline), and uncompressed frames repeat the same
-    units frame after frame (lz4 makes them ~8x smaller to send)."""
-    sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression="lz4")
-    with pa.ipc.new_stream(sink, schema, options=options) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    return sink.getvalue()
-
-
-def unpack_batches(packed: pa.Buffer) -> list[pa.RecordBatch]:
-    return list(pa.ipc.open_stream(packed))
-
-
-def batches_in_processes(
-    function: Callable[[T], Iterable[pa.RecordBatch]], items: Iterable[T], parallel: int, schema: pa.Schema
-) -> Iterator[tuple[T, list[pa.RecordBatch] | BaseException]]:
-    """``decode_in_processes`` for functions that produce record batches: workers send them back packed
-    (``pack_batches``); inline (``parallel=1``) they are used as they are, with no packing cost."""
-    if parallel == 1:
-        yield from decode_in_processes(functools.partial(_as_list, function), items, 1)
-        return
-    packed = functools.partial(_packed, function, schema)
-    for item, result in decode_in_processes(packed, items, parallel):
-        yield item, result if isinstance(result, BaseException) else unpack_batches(result)
-
-
-def _as_list(function: Callable[[T], Iterable[pa.RecordBatch]], item: T) -> list[pa.RecordBatch]:
-    return list(function(item))
-
-
-def _packed(function: Callable[[T], Iterable[pa.RecordBatch]], schema: pa.Schema, item: T) -> pa.Buffer:
-    return pack_batches(function(item), schema)
