@@ -206,13 +206,6 @@ def _segment_arrays(seg: list[tuple[Any, ...]]) -> tuple[dict[str, np.ndarray], 
     return arrays, [str(n) for n in names]
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + c)`` for every (s, c): the workhorse of the frame expansion."""
-    total = int(counts.sum())
-    firsts = np.cumsum(counts) - counts
-    return np.repeat(starts - firsts, counts) + np.arange(total, dtype=np.int64)
-
-
 def _list_array(values: pa.Array, rows: np.ndarray, n_rows: int, list_type: pa.DataType) -> pa.Array:
     """A list column of ``n_rows`` rows from values already sorted by their (sorted) row numbers."""
     offsets = np.zeros(n_rows + 1, dtype=np.int32)
@@ -220,23 +213,54 @@ def _list_array(values: pa.Array, rows: np.ndarray, n_rows: int, list_type: pa.D
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=list_type)
 
 
+def _stepped_ranges(bases: np.ndarray, counts: np.ndarray, stride: int, dtype: type) -> np.ndarray:
+    """Concatenated ``bases[i] + stride * arange(counts[i])``, built by one cumulative sum in place:
+    the workhorse of the frame expansion."""
+    kept = counts > 0
+    bases, counts = bases[kept].astype(dtype), counts[kept]
+    out = np.full(int(counts.sum()), stride, dtype=dtype)
+    if len(out):
+        lasts = bases + (counts - 1) * stride  # each range's last value, which the next range follows
+        out[np.cumsum(counts) - counts] = bases - np.concatenate(([0], lasts[:-1])).astype(dtype)
+        np.cumsum(out, out=out)
+    return out
+
+
+def _all_null(n: int, types: list[pa.DataType]) -> list[pa.Array]:
+    """All-null arrays of ``n`` rows sharing one zeroed buffer (validity, values, offsets alike): the
+    tracker backend leaves the engine's fields null, and they cost no memory per replay."""
+    zeros = pa.py_buffer(np.zeros(4 * (n + 1) + 8, dtype=np.uint8))
+    arrays = []
+    for type_ in types:
+        if pa.types.is_list(type_):
+            children = [pa.array([], type=type_.value_type)]
+            arrays.append(pa.Array.from_buffers(type_, n, [zeros, zeros], null_count=n, children=children))
+        else:
+            arrays.append(pa.Array.from_buffers(type_, n, [zeros, zeros], null_count=n))
+    return arrays
+
+
 def _units_column(state: TrackerState, frame_count: int, step: int) -> pa.Array:
     seg = state.segments
     n_players = len(state.player_ids)
-    pindex = np.zeros(max(state.player_ids, default=0) + 1, dtype=np.int64)
-    pindex[state.player_ids] = np.arange(n_players)
-    end = np.minimum(seg["end"], (frame_count - 1) * step + 1)
+    n_rows = frame_count * n_players
+    n_segments = len(seg["tag"])
     first = (seg["start"] + step - 1) // step
+    end = np.minimum(seg["end"], frame_count * step)  # open segments end at _NO_END
     counts = np.maximum((end + step - 1) // step - first, 0)
-    which = np.repeat(np.arange(len(counts)), counts)
-    rows = _ranges(first, counts) * n_players + pindex[seg["owner"]][which]
     # Segments are sorted by (owner, tag, start) and a unit is in a row at most once, so sorting the
-    # unique keys (row, segment) orders every row's units by tag. A plain sort of one int64 key that
-    # carries its payload is ~5x faster than an argsort and needs no gathers to reorder.
-    bits = max(len(counts), 1).bit_length()
-    keys = np.sort((rows << bits) | which)
-    which, rows = keys & ((1 << bits) - 1), keys >> bits
-    n = len(which)
+    # unique keys (row << bits | segment) orders every row's units by tag. A plain sort of keys that
+    # carry their payload is several times faster than an argsort and needs no gathers to reorder;
+    # int32 keys (when they fit) halve the memory and the sort.
+    bits = max(n_segments, 1).bit_length()
+    dtype = np.int32 if n_rows << bits < 2**31 else np.int64
+    first_rows = first * n_players + np.searchsorted(state.player_ids, seg["owner"])
+    keys = _stepped_ranges((first_rows << bits) | np.arange(n_segments), counts, n_players << bits, dtype)
+    keys.sort()
+    which = np.bitwise_and(keys, (1 << bits) - 1, out=np.empty(len(keys), dtype=np.intp))
+    offsets = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(np.bincount(keys >> bits, minlength=n_rows), out=offsets[1:])
+    del keys
     columns = {
         "tag": pa.array(seg["tag"][which]),
         "unit_name": pa.array(state.unit_names, pa.string()).take(pa.array(seg["name"][which])),
@@ -246,11 +270,12 @@ def _units_column(state: TrackerState, frame_count: int, step: int) -> pa.Array:
         "position_source": pa.array(_SOURCE_NAMES, pa.string()).take(pa.array(seg["source"][which])),
         "is_complete": pa.array(seg["complete"][which]),
     }
+    nulls = iter(_all_null(len(which), [f.type for f in SC2_UNIT if f.name not in columns]))
     units = pa.StructArray.from_arrays(
-        [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in SC2_UNIT],
-        fields=list(SC2_UNIT),
+        [columns[f.name] if f.name in columns else next(nulls) for f in SC2_UNIT], fields=list(SC2_UNIT)
     )
-    return _list_array(units, rows, frame_count * n_players, SC2_GROUND_TRUTH_FRAMES.field("units").type)
+    list_type = SC2_GROUND_TRUTH_FRAMES.field("units").type
+    return pa.ListArray.from_arrays(pa.array(offsets), units, type=list_type)
 
 
 def _dead_column(state: TrackerState, frame_count: int, step: int) -> pa.Array:
@@ -301,7 +326,7 @@ def _upgrades_column(state: TrackerState, frame_loops: np.ndarray) -> pa.Array:
         counts[rows] = np.searchsorted(loops, frame_loops, side="right")
         bases[rows] = len(names)
         names.extend(name for _, name in events)
-    values = pa.array(names, pa.string()).take(pa.array(_ranges(bases, counts)))
+    values = pa.array(names, pa.string()).take(pa.array(_stepped_ranges(bases, counts, 1, np.int64)))
     offsets = np.zeros(n_rows + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=pa.list_(pa.string()))
