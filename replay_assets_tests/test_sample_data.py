@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import io
 import itertools
 import json
@@ -21,6 +22,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from replay_assets.formats.sc2_replay import ReplaySource, ValidityRules, replay_metadata
 from replay_assets.sample_data.landing import SAMPLE_MARKER, write_sample_landing_zone
 from replay_assets.sample_data.metta import metta_replay_bytes
 from replay_assets.sample_data.tmrl import tmrl_player_run_bytes
@@ -624,3 +626,23 @@ def test_landing_tmrl_layout(landing_pair: tuple[Path, Path, dict[str, int]]) ->
         if loaded["metadata"]["memory_class"] == "MemoryTMFull":
             assert len(loaded["samples"]) <= 4
     assert layouts == {"MemoryTMLidar", "MemoryTMFull"} and days == set(DAYS)
+
+
+def test_landing_sc2_layout(landing_pair: tuple[Path, Path, dict[str, int]]) -> None:
+    """Three replays a day in date folders, played that day; the default rules reject the short one."""
+    root, _, counts = landing_pair
+    files = sorted((root / "sc2").rglob("*.SC2Replay"))
+    assert len(files) == counts["sc2"] == 3 * len(DAYS)
+    by_day: dict[dt.date, list[bool]] = {}
+    for path in files:
+        day = dt.date.fromisoformat(path.parent.name)
+        data = path.read_bytes()
+        row = replay_metadata(
+            data, ReplaySource(day, str(path), hashlib.sha256(data).hexdigest()), ValidityRules()
+        )
+        assert row["played_at"].date() == day == utc_day(path)
+        assert [p["race"][0] for p in row["players"]] == [path.name[0], path.name[2]]
+        by_day.setdefault(day, []).append(row["valid"])
+        if not row["valid"]:
+            assert row["invalid_reasons"] == [f"{row['game_loops']} game loops < 1000"]
+    assert sorted(by_day) == DAYS and all(sorted(v) == [False, True, True] for v in by_day.values())

@@ -1,4 +1,4 @@
-"""A demo landing zone with all three sources laid out the way the listing code expects.
+"""A demo landing zone with all four sources laid out the way the listing code expects.
 
 Layout under ``root`` (each file's day is the UTC day in its path or name, else its mtime)::
 
@@ -7,6 +7,7 @@ Layout under ``root`` (each file's day is the UTC day in its path or name, else 
     townlet/checkpoints_demo/recordings/episode_NNNNNN.msgpack.lz4
     tmrl/player_runs/YYYYMMDD_HHMMSS_<8 hex>.pkl
     tmrl/player_runs/legacy_run_0001.pkl                    (bare list; mtime = noon of the first day)
+    sc2/<YYYY-MM-DD>/<race>v<race>_<HHMMSS>.SC2Replay       (build 75689; one a day too short to be valid)
 
 Every file's mtime is set inside its day. Each day's content is derived from ``(seed, date)`` only,
 so widening the window leaves existing days byte-identical (the townlet index and the legacy run's
@@ -22,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from replay_assets.sample_data.metta import Compression, TypeField, metta_replay_bytes
+from replay_assets.sample_data.sc2 import RACES, Sc2PlayerSpec, sc2_replay_bytes
 from replay_assets.sample_data.tmrl import Layout, tmrl_player_run_bytes
 from replay_assets.sample_data.townlet import Compression as TownletCompression
 from replay_assets.sample_data.townlet import LayoutShape, TownletEpisode, write_townlet_checkpoint
@@ -60,8 +62,8 @@ def write_sample_landing_zone(root: Path, *, days: int, end_date: dt.date, seed:
 
     Per day: four metta replays (all three versions and compressions, both environments, one v2
     with pens-style ``type_id``), three townlet episodes (runner + lz4, flat + lz4 with dropped
-    steps, runner + ``compression: none``), one lidar and one small full-layout tmrl run. Counts
-    include the townlet index file.
+    steps, runner + ``compression: none``), one lidar and one small full-layout tmrl run, three
+    StarCraft II replays (one too short to be valid). Counts include the townlet index file.
     """
     if days < 1:
         raise ValueError("days must be >= 1")
@@ -71,11 +73,12 @@ def write_sample_landing_zone(root: Path, *, days: int, end_date: dt.date, seed:
     marker = root / SAMPLE_MARKER
     marker.write_text("written by replay-assets sample-data; safe to delete\n")
     _touch(marker, _at(dates[0], 0))
-    counts = {"metta": 0, "townlet": 0, "tmrl": 0}
+    counts = {"metta": 0, "sc2": 0, "townlet": 0, "tmrl": 0}
     episodes: list[TownletEpisode] = []
     for day in dates:
         counts["metta"] += _write_metta_day(root / "metta", day, seed)
         counts["tmrl"] += _write_tmrl_day(root / "tmrl" / "player_runs", day, seed)
+        counts["sc2"] += _write_sc2_day(root / "sc2" / day.isoformat(), day, seed)
         episodes.extend(_townlet_day(day, seed))
 
     checkpoint = root / "townlet" / TOWNLET_CHECKPOINT
@@ -187,3 +190,33 @@ def _write_tmrl_day(folder: Path, day: dt.date, seed: int) -> int:
         )  # fmt: skip
         _touch(path, recorded_at + dt.timedelta(seconds=num_samples / 20))
     return len(runs)
+
+
+# Per day: two ladder games (3-6 game minutes) and one left after ~30 s, which the default validity
+# rules (>= 1000 game loops) reject, so the demo shows a replay judged invalid and kept out of frames.
+_SC2_GAMES: tuple[tuple[int | None, int], ...] = ((None, 3600 * 10), (None, 3600 * 16), (700, 3600 * 20))
+
+
+def _write_sc2_day(folder: Path, day: dt.date, seed: int) -> int:
+    rng = _rng(seed, day, "sc2")
+    folder.mkdir(parents=True, exist_ok=True)
+    for game_loops, base_seconds in _SC2_GAMES:
+        played_at = _at(day, base_seconds + rng.randrange(3 * 3600))
+        races = (rng.choice(RACES), rng.choice(RACES))
+        players = tuple(
+            Sc2PlayerSpec(
+                name=f"{race[:4]}Demo{rng.randrange(100, 1000)}", race=race, mmr=rng.randrange(2200, 5200)
+            )
+            for race in races
+        )
+        path = folder / f"{races[0][0]}v{races[1][0]}_{played_at:%H%M%S}.SC2Replay"
+        path.write_bytes(
+            sc2_replay_bytes(
+                random.Random(rng.getrandbits(64)),
+                played_at=played_at,
+                game_loops=game_loops,
+                players=players,
+            )
+        )
+        _touch(path, played_at)
+    return len(_SC2_GAMES)
