@@ -171,6 +171,9 @@ def test_engine_refuses_another_build_and_unreadable_replays(controller: Any, sh
         list(engine_frame_batches(controller, real, LINEAGE))
     with pytest.raises(Sc2EngineError, match=r"cannot read the replay \(ParsingError"):
         list(engine_frame_batches(controller, b"MPQ is what a replay starts with; not this", LINEAGE))
+    refused = replay_bytes(scenario(start_error="InvalidMapData"))
+    with pytest.raises(Sc2EngineError, match=r"SC2 refused to start the replay: .*InvalidMapData"):
+        list(engine_frame_batches(controller, refused, LINEAGE))
     ok = list(engine_frame_batches(controller, replay_bytes(scenario(game_loops=8)), LINEAGE))
     assert sum(b.num_rows for b in ok) == 4  # the same instance still plays the next replay
 

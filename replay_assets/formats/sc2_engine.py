@@ -304,14 +304,17 @@ def start_replay_request(
 
 
 def observe_perspective(
-    controller: Controller, request: sc_pb.RequestStartReplay, step_mul: int
+    controller: Controller, request: sc_pb.RequestStartReplay, step_mul: int, name: str
 ) -> Iterator[sc_pb.ResponseObservation]:
     """One pass over the replay: an observation every `step_mul` loops until the engine reports the result.
 
     At the end SC2 may send a stub observation that pysc2 replaces by a copy of the previous one: a game loop
     that does not advance is never yielded twice, and ends the pass even without a result.
     """
-    controller.start_replay(request)
+    try:
+        controller.start_replay(request)
+    except RequestError as error:  # SC2 answered and refused this replay: not a crash
+        raise Sc2EngineError(name, f"SC2 refused to start the replay: {error}") from error
     previous: int | None = None
     while True:
         obs = controller.observe(disable_fog=True)
@@ -379,7 +382,7 @@ def engine_frame_batches(
     streams: dict[int, Iterable[sc_pb.ResponseObservation]] = {}
     for player_id in players[:-1]:
         request = start_replay_request(replay_data, map_data, player_id)
-        streams[player_id] = _unspool(_spool(observe_perspective(controller, request, step_mul)))
+        streams[player_id] = _unspool(_spool(observe_perspective(controller, request, step_mul, name)))
     last = start_replay_request(replay_data, map_data, players[-1])
-    streams[players[-1]] = observe_perspective(controller, last, step_mul)
+    streams[players[-1]] = observe_perspective(controller, last, step_mul, name)
     yield from frame_batches(merged_rows(players, streams), lineage, batch_rows)

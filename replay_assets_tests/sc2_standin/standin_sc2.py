@@ -131,6 +131,11 @@ class Game:
 
     def start_replay(self, request: sc_pb.RequestStartReplay) -> sc_pb.ResponseStartReplay:
         self.scenario = load_scenario(request.replay_data)
+        if self.scenario.get("start_error"):  # what SC2 answers for e.g. map data it cannot use
+            return sc_pb.ResponseStartReplay(
+                error=sc_pb.ResponseStartReplay.Error.Value(self.scenario["start_error"]),
+                error_details=f"stand-in: {self.scenario['start_error']}",
+            )
         assert request.options.raw and request.disable_fog, "the engine path asks for raw data without fog"
         self.observed = request.observed_player_id
         self.loop = 0
