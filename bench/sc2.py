@@ -1,6 +1,6 @@
 """StarCraft II tracker backend against sc2reader, on the real replays both can read.
 
-    .venv/bin/python bench/sc2.py [--repeats 3] [--copies 10]
+    .venv/bin/python bench/sc2.py [--repeats 5] [--copies 20]
 
 The replays of ``../shared/data/sc2`` that both ``sc2reader.load_replay(path, load_level=3)`` and this
 project's ``tracker_frames`` read, the set repeated ``--copies`` times (so process start-up is amortised
@@ -120,8 +120,8 @@ def machine_scaling(repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--copies", type=int, default=20)
     args = parser.parse_args()
     if not SC2_DIR.is_dir():
         sys.exit(f"no replays at {SC2_DIR}")
