@@ -307,6 +307,37 @@ def test_field_metadata_chooses_a_column_codec(tmp_path) -> None:
     assert read_parquet(path).equals(table)
 
 
+def test_nested_field_metadata_reaches_its_leaves_and_list_leaves_get_no_statistics(tmp_path) -> None:
+    """Codec and dictionary settings are inherited by nested fields; maps and lists are walked too."""
+    unit = pa.struct(
+        [pa.field("tag", pa.int64()), pa.field("x", pa.float32(), metadata={b"parquet_dictionary": b"false"})]
+    )
+    schema = pa.schema(
+        [
+            pa.field("loop", pa.int32()),
+            pa.field("inventory", pa.map_(pa.string(), pa.int32())),
+            pa.field("units", pa.list_(unit), metadata={b"parquet_compression": b"zstd"}),
+        ]
+    )
+    rows = {"loop": [1, 2], "inventory": [[("ore", 1)], []], "units": [[{"tag": 7, "x": 1.5}], []]}
+    table = pa.table(rows, schema=schema)
+    path = UPath(tmp_path / "nested.parquet")
+    write_parquet(path, table)
+    meta = pq.ParquetFile(path.path).metadata.row_group(0)
+    columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert {p: c.compression for p, c in columns.items()} == {
+        "loop": "SNAPPY",
+        "inventory.key_value.key": "SNAPPY",
+        "inventory.key_value.value": "SNAPPY",
+        "units.list.element.tag": "ZSTD",
+        "units.list.element.x": "ZSTD",
+    }
+    dictionary = {p for p, c in columns.items() if c.has_dictionary_page}
+    assert "units.list.element.tag" in dictionary and "units.list.element.x" not in dictionary
+    assert [p for p, c in columns.items() if c.is_stats_set] == ["loop"]
+    assert read_parquet(path).equals(table)
+
+
 def test_prefetch_keeps_order_and_reraises_the_producers_error() -> None:
     def batches(fail_at: int | None) -> Iterator[pa.RecordBatch]:
         for i in range(10):
