@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +60,25 @@ def test_a_dead_worker_fails_one_item_not_the_rest() -> None:
 def test_parallel_must_be_positive() -> None:
     with pytest.raises(ValueError, match="parallel"):
         list(decode_in_processes(square_or_fail, [1], parallel=0))
+
+
+MAIN_SCRIPT = """
+import math, sys
+with open(sys.argv[1], "a") as marker:
+    marker.write("imported\\n")  # the line a worker would add if it ran this script again
+if __name__ == "__main__":
+    from replay_assets.formats.sc2_parallel import decode_in_processes
+    print([r for _, r in decode_in_processes(math.sqrt, [1.0, 4.0, 9.0], parallel=2)])
+"""
+
+
+def test_workers_do_not_rerun_the_parents_main_script(tmp_path: Path) -> None:
+    """Under the dagster command the main script imports Dagster: workers must not pay for it again."""
+    script, marker = tmp_path / "main_script.py", tmp_path / "imports.txt"
+    script.write_text(MAIN_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(marker)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1.0, 2.0, 3.0]"
+    assert marker.read_text() == "imported\n"
