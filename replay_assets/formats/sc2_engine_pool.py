@@ -23,6 +23,7 @@ import pyarrow as pa
 from pysc2.lib.remote_controller import RequestError
 
 from replay_assets.formats.sc2_engine import Lineage, ReplaySourceLike, Sc2EngineError, engine_frame_batches
+from replay_assets.formats.sc2_parallel import main_module_hidden
 
 S = TypeVar("S", bound=ReplaySourceLike)
 DEFAULT_SC2PATH = "~/StarCraftII"
@@ -232,7 +233,8 @@ class Sc2EnginePool:
         process = self._context.Process(
             target=_worker_main, args=(child, self.settings), name="sc2-engine-worker", daemon=True
         )
-        process.start()
+        with main_module_hidden(_worker_main):
+            process.start()
         child.close()
         worker = _Worker(process, parent)
         self._pool.append(worker)

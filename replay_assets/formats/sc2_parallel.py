@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-__all__ = ["decode_in_processes"]
+__all__ = ["decode_in_processes", "main_module_hidden"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -65,7 +65,7 @@ def decode_in_processes(
 
 def _submit(pool: ProcessPoolExecutor, function: Callable[[T], R], item: T) -> Future[R]:
     try:
-        with _main_module_hidden(function):  # a submit may start a worker
+        with main_module_hidden(function):  # a submit may start a worker
             return pool.submit(function, item)
     except BrokenProcessPool as exc:
         failed: Future[R] = Future()
@@ -74,7 +74,7 @@ def _submit(pool: ProcessPoolExecutor, function: Callable[[T], R], item: T) -> F
 
 
 @contextlib.contextmanager
-def _main_module_hidden(function: Callable[..., Any]) -> Iterator[None]:
+def main_module_hidden(function: Callable[..., Any]) -> Iterator[None]:
     """Start workers without the parent's ``__main__``: a spawned worker runs the parent's main script
     again before its first item, and under the ``dagster`` command that script imports Dagster (~2.5 s
     of CPU a worker, each run). Kept when ``function`` itself lives in ``__main__`` (a script's own)."""
