@@ -94,11 +94,11 @@ class Sc2FramesConfig(Config):
     step_mul: int = Field(default=8, ge=1, description="Game loops between frames.")
     only_valid: bool = Field(default=True, description="Keep only replays sc2_replay_metadata judged valid.")
     parallel: int = Field(
-        default=1,
+        default=2,
         ge=1,
         description="Processes decoding tracker events; frames are expanded and written in the run's "
-        "process. Writing the Parquet (~40 ms a replay, one thread) costs more than decoding (~10 ms), so "
-        "on 2 vCPUs 1 is fastest end to end; raise it where spare cores outnumber the writer's one.",
+        "process. Writing the Parquet (~31 ms a replay, one thread) costs more than decoding (~10 ms), so "
+        "a second process adds little on 2 vCPUs (bench/sc2.py, README).",
     )
 
 
