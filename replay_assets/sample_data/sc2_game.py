@@ -280,6 +280,20 @@ class Player:
         self.score[key] = self.score.get(key, 0.0) + amount
 
 
+def _unit_fields(owner: int, unit: _Unit) -> dict[str, Any]:
+    """The fields SUnitBornEvent and SUnitInitEvent share, in tag order."""
+    index, recycle = _split(unit.tag)
+    return {
+        "m_unitTagIndex": index,
+        "m_unitTagRecycle": recycle,
+        "m_unitTypeName": unit.kind.encode(),
+        "m_controlPlayerId": owner,
+        "m_upkeepPlayerId": owner,
+        "m_x": unit.x,
+        "m_y": unit.y,
+    }
+
+
 class Game:
     """The shared clock: tracker and game events as they happen, completions scheduled for later."""
 
@@ -323,42 +337,19 @@ class Game:
     # --- tracker events -------------------------------------------------------------------------
 
     def born_event(self, loop: int, owner: int, unit: _Unit, creator: tuple[int, str] | None = None) -> None:
-        index, recycle = _split(unit.tag)
         creator_index, creator_recycle = _split(creator[0]) if creator else (None, None)
-        self.track(
-            loop,
-            1,
-            {
-                "m_unitTagIndex": index,
-                "m_unitTagRecycle": recycle,
-                "m_unitTypeName": unit.kind.encode(),
-                "m_controlPlayerId": owner,
-                "m_upkeepPlayerId": owner,
-                "m_x": unit.x,
-                "m_y": unit.y,
-                "m_creatorUnitTagIndex": creator_index,
-                "m_creatorUnitTagRecycle": creator_recycle,
-                "m_creatorAbilityName": creator[1].encode() if creator else None,
-            },
-        )
+        fields = {
+            **_unit_fields(owner, unit),
+            "m_creatorUnitTagIndex": creator_index,
+            "m_creatorUnitTagRecycle": creator_recycle,
+            "m_creatorAbilityName": creator[1].encode() if creator else None,
+        }
+        self.track(loop, 1, fields)
         if owner:
             self.born[owner] = self.born.get(owner, 0) + 1
 
     def init_event(self, loop: int, owner: int, unit: _Unit) -> None:
-        index, recycle = _split(unit.tag)
-        self.track(
-            loop,
-            6,
-            {
-                "m_unitTagIndex": index,
-                "m_unitTagRecycle": recycle,
-                "m_unitTypeName": unit.kind.encode(),
-                "m_controlPlayerId": owner,
-                "m_upkeepPlayerId": owner,
-                "m_x": unit.x,
-                "m_y": unit.y,
-            },
-        )
+        self.track(loop, 6, _unit_fields(owner, unit))
         self.born[owner] = self.born.get(owner, 0) + 1
 
     def tag_event(self, loop: int, eventid: int, tag: int, **extra: Any) -> None:
