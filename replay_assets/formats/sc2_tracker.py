@@ -229,7 +229,7 @@ def _stepped_ranges(bases: np.ndarray, counts: np.ndarray, stride: int, dtype: t
 def _all_null(n: int, types: list[pa.DataType]) -> list[pa.Array]:
     """All-null arrays of ``n`` rows sharing one zeroed buffer (validity, values, offsets alike): the
     tracker backend leaves the engine's fields null, and they cost no memory per replay."""
-    zeros = pa.py_buffer(np.zeros(4 * (n + 1) + 8, dtype=np.uint8))
+    zeros = pa.py_buffer(np.zeros(8 * (n + 1), dtype=np.uint8))  # wide enough for any fixed-width type
     arrays = []
     for type_ in types:
         if pa.types.is_list(type_):
