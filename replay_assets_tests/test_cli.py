@@ -181,10 +181,12 @@ def test_demo_command_writes_sample_data_and_materializes_it(tmp_path: Path) -> 
         )
         .fetchall()
     )
-    assert dict(rows).keys() == {"metta", "townlet", "tmrl"}
+    assert dict(rows).keys() == {"metta", "sc2", "townlet", "tmrl"}
     assert "raw_replay_listings" in result.stdout and "2 partitions" in result.stdout
-    # The demo has no StarCraft II replays: its days are still materialized, as empty partitions.
-    assert re.search(r"sc2_ground_truth_frames\s+2 partitions\s+0 rows", result.stdout), result.stdout
+    # Three StarCraft II replays a day, one too short to be valid: frames for the other two.
+    assert re.search(r"sc2_replay_metadata\s+2 partitions\s+6 rows", result.stdout), result.stdout
+    frames = re.search(r"sc2_ground_truth_frames\s+2 partitions\s+(\d+) rows", result.stdout)
+    assert frames and int(frames[1]) > 1000, result.stdout
 
 
 def test_sample_data_command_is_deterministic(tmp_path: Path) -> None:
