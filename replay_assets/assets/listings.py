@@ -9,16 +9,14 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    BackfillPolicy,
     Failure,
     MetadataValue,
     Output,
-    asset,
 )
 
+from replay_assets.assets.daily import daily_asset
 from replay_assets.landing.backends import LandingReadError, LandingZoneError
 from replay_assets.landing.listing import OK, ListingPlan, listing_reader, plan_listing
-from replay_assets.partitions import DAILY
 from replay_assets.resources.replay_store import ReplayStore
 from replay_assets.resources.warehouse_sql import WarehouseDuckDB
 
@@ -48,13 +46,9 @@ def _status_counts(warehouse_sql: WarehouseDuckDB, first: str, last: str) -> dic
     return {status: count for status, count in rows}
 
 
-@asset(
+@daily_asset(
     name=ASSET,
-    partitions_def=DAILY,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="warehouse_io_manager",
     group_name="landing",
-    kinds={"parquet"},
     check_specs=[
         AssetCheckSpec(ALL_FILES_READABLE, asset=ASSET, description="Every listed file could be read."),
         AssetCheckSpec(

@@ -17,13 +17,12 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
-    BackfillPolicy,
     Config,
     MetadataValue,
-    multi_asset,
 )
 from pydantic import Field
 
+from replay_assets.assets.daily import daily_multi_asset
 from replay_assets.assets.replay_files import (
     FailureLog,
     files_stream,
@@ -35,7 +34,6 @@ from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.metta import ReplaySource, episode_id_for, read_metta_samples
 from replay_assets.formats.schemas import METTA_ACTION_SAMPLES
 from replay_assets.io.parquet_files import PartitionStream
-from replay_assets.partitions import DAILY
 from replay_assets.resources.replay_store import ReplayStore
 from replay_assets.resources.warehouse_sql import WarehouseDuckDB
 
@@ -129,13 +127,11 @@ def _checks(warehouse_sql: WarehouseDuckDB, first: str, last: str, failures: lis
     )
 
 
-@multi_asset(
+@daily_multi_asset(
     outs=source_outs(
         SAMPLES, FAILURES, "metta", "MettaScope replays of the day that could not be used, with the reason."
     ),
     ins={"raw_replay_listings": AssetIn(key=AssetKey("raw_replay_listings"))},
-    partitions_def=DAILY,
-    backfill_policy=BackfillPolicy.single_run(),
     check_specs=[
         AssetCheckSpec(
             NO_DUPLICATES, asset=SAMPLES, description="No duplicate (episode_id, agent_id, timestep)."
@@ -153,7 +149,6 @@ def _checks(warehouse_sql: WarehouseDuckDB, first: str, last: str, failures: lis
         ),
     ],
     name="metta_action_samples_assets",
-    can_subset=True,
 )
 def metta_action_samples(
     context: AssetExecutionContext,

@@ -23,15 +23,13 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
-    BackfillPolicy,
     Config,
     MetadataValue,
     Output,
-    asset,
-    multi_asset,
 )
 from pydantic import Field
 
+from replay_assets.assets.daily import daily_asset, daily_multi_asset
 from replay_assets.assets.replay_files import (
     FailureLog,
     listed_files,
@@ -52,7 +50,6 @@ from replay_assets.formats.schemas import SC2_GROUND_TRUTH_FRAMES, SC2_REPLAY_ME
 from replay_assets.io.parquet_files import PartitionStream
 from replay_assets.io.parquet_io_manager import ROW_GROUP_ROWS_METADATA
 from replay_assets.landing.backends import LandingBackend
-from replay_assets.partitions import DAILY
 from replay_assets.resources.replay_store import ReplayStore
 from replay_assets.resources.sc2_engine import Sc2Engine
 
@@ -144,13 +141,9 @@ def _metadata_report(tables: dict[str, pa.Table]) -> dict[str, Any]:
     }
 
 
-@asset(
+@daily_asset(
     name=METADATA,
-    partitions_def=DAILY,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="warehouse_io_manager",
     group_name=SOURCE,
-    kinds={"parquet"},
     ins={"raw_replay_listings": AssetIn()},
     check_specs=[
         AssetCheckSpec(
@@ -338,7 +331,7 @@ def _frames_stream(
     return PartitionStream(pa.RecordBatchReader.from_batches(SC2_GROUND_TRUTH_FRAMES, batches()), report)
 
 
-@multi_asset(
+@daily_multi_asset(
     outs=source_outs(
         FRAMES,
         FAILURES,
@@ -350,14 +343,11 @@ def _frames_stream(
         "raw_replay_listings": AssetIn(key=AssetKey("raw_replay_listings")),
         "sc2_replay_metadata": AssetIn(key=AssetKey(METADATA)),
     },
-    partitions_def=DAILY,
-    backfill_policy=BackfillPolicy.single_run(),
     check_specs=[
         AssetCheckSpec(
             FRAMES_WRITTEN, asset=FRAMES, description="Every replay chosen for frames produced them."
         )
     ],
-    can_subset=True,
     name="sc2_ground_truth_frames_assets",
 )
 def sc2_ground_truth_frames(

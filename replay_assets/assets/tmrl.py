@@ -11,8 +11,9 @@ import datetime as dt
 from typing import Any
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetKey, BackfillPolicy, multi_asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey
 
+from replay_assets.assets.daily import daily_multi_asset
 from replay_assets.assets.replay_files import (
     FailureLog,
     files_stream,
@@ -21,7 +22,6 @@ from replay_assets.assets.replay_files import (
     source_outs,
 )
 from replay_assets.formats.tmrl import TMRL_DEMO_BUFFERS, RunSource, run_batches
-from replay_assets.partitions import DAILY
 from replay_assets.resources.replay_store import ReplayStore
 
 BUFFERS = "tmrl_demo_buffers"
@@ -41,7 +41,7 @@ def _day_stream(backend: Any, day: dt.date, listing: pa.Table, failures: Failure
     return files_stream(backend, files, TMRL_DEMO_BUFFERS, decode, failures)
 
 
-@multi_asset(
+@daily_multi_asset(
     outs=source_outs(
         BUFFERS,
         FAILURES,
@@ -49,9 +49,6 @@ def _day_stream(backend: Any, day: dt.date, listing: pa.Table, failures: Failure
         "Player runs of the day that were refused (unsafe pickle, bad schema) and why.",
     ),
     ins={"raw_replay_listings": AssetIn(key=AssetKey("raw_replay_listings"))},
-    partitions_def=DAILY,
-    backfill_policy=BackfillPolicy.single_run(),
-    can_subset=True,
     name="tmrl_demo_buffers_assets",
 )
 def tmrl_demo_buffers(

@@ -16,12 +16,11 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    BackfillPolicy,
     MetadataValue,
     Output,
-    asset,
 )
 
+from replay_assets.assets.daily import daily_asset
 from replay_assets.assets.replay_files import FailureLog, files_stream, read_listed_file
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.schemas import TOWNLET_EPISODE_STEPS, TOWNLET_RECORDINGS_INDEX
@@ -31,7 +30,6 @@ from replay_assets.io.parquet_files import PartitionStream
 from replay_assets.io.parquet_io_manager import ROW_GROUP_ROWS_METADATA
 from replay_assets.landing.backends import LandingBackend, relative_path_of
 from replay_assets.landing.listing import MISSING_FILE, OK, SQLITE_COMPANIONS, UNINDEXED, UNREADABLE
-from replay_assets.partitions import DAILY
 from replay_assets.resources.replay_store import ReplayStore
 
 INDEX = "townlet_recordings_index"
@@ -141,13 +139,9 @@ def _index_checks(tables: dict[str, pa.Table]) -> Iterator[AssetCheckResult]:
     )
 
 
-@asset(
+@daily_asset(
     name=INDEX,
-    partitions_def=DAILY,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="warehouse_io_manager",
     group_name="townlet",
-    kinds={"parquet"},
     ins={"raw_replay_listings": AssetIn()},
     check_specs=[
         AssetCheckSpec(
@@ -233,13 +227,9 @@ def _regrouped(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Reco
         yield from pa.Table.from_batches(pending, TOWNLET_EPISODE_STEPS).combine_chunks().to_batches()
 
 
-@asset(
+@daily_asset(
     name=STEPS,
-    partitions_def=DAILY,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="warehouse_io_manager",
     group_name="townlet",
-    kinds={"parquet"},
     ins={INDEX: AssetIn()},
     metadata={ROW_GROUP_ROWS_METADATA: STEPS_ROW_GROUP_ROWS},
 )

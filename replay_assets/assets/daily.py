@@ -1,0 +1,32 @@
+"""The decorators every daily asset shares, so each asset states only what is its own.
+
+A day is a partition; a range of days is one run (``BackfillPolicy.single_run()``: the CLI's
+``--partition-range`` needs it); single assets write Parquet through the warehouse IO manager, and
+multi-assets (a table plus its failures) can be materialized one output at a time.
+"""
+
+from typing import Any
+
+from dagster import BackfillPolicy, asset, multi_asset
+
+from replay_assets.partitions import DAILY
+
+__all__ = ["daily_asset", "daily_multi_asset"]
+
+
+def daily_asset(**kwargs: Any) -> Any:
+    """``@asset`` partitioned by UTC day, one run per backfill, Parquet in the warehouse."""
+    return asset(
+        partitions_def=DAILY,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="warehouse_io_manager",
+        kinds={"parquet"},
+        **kwargs,
+    )
+
+
+def daily_multi_asset(**kwargs: Any) -> Any:
+    """``@multi_asset`` partitioned by UTC day, one run per backfill, its outputs selectable alone."""
+    return multi_asset(
+        partitions_def=DAILY, backfill_policy=BackfillPolicy.single_run(), can_subset=True, **kwargs
+    )
