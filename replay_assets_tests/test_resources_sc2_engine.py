@@ -10,7 +10,12 @@ import pyarrow as pa
 import pytest
 
 from replay_assets.formats.sc2_engine import Sc2EngineError
-from replay_assets.formats.sc2_engine_pool import Sc2EnginePool, default_sc2path, engine_can_play
+from replay_assets.formats.sc2_engine_pool import (
+    Sc2EnginePool,
+    default_sc2path,
+    engine_can_play,
+    installed_builds,
+)
 from replay_assets.formats.sc2_replay import ReplaySource
 from replay_assets.resources.sc2_engine import Sc2Engine
 from replay_assets_tests.sc2_standin import BUILD, install_standin, replay_bytes, scenario
@@ -112,6 +117,15 @@ def test_without_a_fixed_build_each_replay_gets_an_instance_of_its_own_build(sc2
     assert len(launches(sc2path)) == 3  # newest, then 75689 for "a", then 76114 again for "b"
 
 
+def test_the_newest_build_is_started_even_when_pysc2_does_not_know_it(sc2path: Path) -> None:
+    install_standin(sc2path, 99999)  # newer than any build pysc2 knows, as a fresh SC2 install is
+    items = [item("known", game_loops=8), item("newest", game_loops=8, base_build=99999)]
+    with Sc2EnginePool(sc2path, workers=1) as pool:
+        (_, known), (_, newest) = pool.frames(items)
+    assert rows(known) == 4 and rows(newest) == 4
+    assert len(launches(sc2path)) == 3  # newest, then 75689 for "known", then the newest again
+
+
 def test_missing_install_is_a_failure_per_replay(tmp_path: Path) -> None:
     with Sc2EnginePool(tmp_path / "nowhere", workers=1) as pool:
         [(_, result)] = pool.frames([item("any")])
@@ -136,6 +150,18 @@ def test_a_terminated_worker_quits_its_game(sc2path: Path) -> None:
         worker.process.join(10)
         [pid] = launches(sc2path)
         assert worker.process.exitcode == 128 + 15 and not alive(pid)  # before close() kills the group
+
+
+def test_engine_can_play_only_builds_a_pool_can_start(sc2path: Path) -> None:
+    """Installed is not enough: the pool starts the newest build, or one pysc2 knows the data version of."""
+    assert installed_builds(sc2path) == [75689]
+    (sc2path / "Versions" / "Base12345").mkdir()  # installed, older, unknown to pysc2: cannot be started
+    (sc2path / "Versions" / "Base99999").mkdir()  # installed, newest: SC2 finds its own data version
+    assert installed_builds(sc2path) == [12345, 75689, 99999]
+    assert [engine_can_play(sc2path, b) for b in (12345, 75689, 75800, 99999)] == [False, True, False, True]
+    assert [engine_can_play(sc2path, b, fixed_build=75689) for b in (75689, 99999)] == [True, False]
+    assert Sc2Engine(sc2path=str(sc2path), base_build=75689).can_play(99999) is False
+    assert installed_builds(sc2path / "nowhere") == []
 
 
 def test_engine_can_play_and_the_resource(sc2path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,10 +34,27 @@ def default_sc2path() -> str:
     return os.environ.get("SC2PATH") or DEFAULT_SC2PATH
 
 
-def engine_can_play(sc2path: str | os.PathLike[str] | None, base_build: int) -> bool:
-    """Whether `<SC2PATH>/Versions/Base<build>` is installed: the engine only plays its exact base build."""
-    root = Path(sc2path or default_sc2path()).expanduser()
-    return (root / "Versions" / f"Base{base_build:05d}").is_dir()
+def installed_builds(sc2path: str | os.PathLike[str] | None) -> list[int]:
+    """The base builds under `<SC2PATH>/Versions` (`Base<build>` folders), ascending."""
+    versions = Path(sc2path or default_sc2path()).expanduser() / "Versions"
+    if not versions.is_dir():
+        return []
+    names = (p.name[len("Base") :] for p in versions.iterdir() if p.is_dir() and p.name.startswith("Base"))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def engine_can_play(
+    sc2path: str | os.PathLike[str] | None, base_build: int, fixed_build: int | None = None
+) -> bool:
+    """Whether a pool could play a replay of `base_build`: the engine plays only its exact build, so it must
+    be installed, and the pool must be able to start it. A pool with a `fixed_build` starts only that one;
+    otherwise it starts the newest installed build, or one pysc2 knows the data version of."""
+    installed = installed_builds(sc2path)
+    if base_build not in installed:
+        return False
+    if fixed_build is not None:
+        return base_build == fixed_build and _known_build(base_build) is not None
+    return base_build == installed[-1] or _known_build(base_build) is not None
 
 
 @dataclass(frozen=True)
@@ -68,8 +85,8 @@ def _run_config(base_build: int | None) -> Any:
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
     version = None
-    if base_build is not None:
-        version = _known_build(base_build)
+    if base_build is not None and base_build != max(installed_builds(None), default=None):
+        version = _known_build(base_build)  # the newest needs none: SC2 finds it in its .build.info
         if version is None:
             raise sc_process.SC2LaunchError(f"pysc2 does not know base build {base_build}")
     return run_configs.get(version=version)
@@ -97,7 +114,7 @@ def _build_to_play(instance: _Instance, settings: EngineSettings, data: bytes) -
     """The build a fresh instance should have for this replay, or None to keep this one.
 
     SC2 reads any build's replay info (pysc2's replay_version tool relies on it); when the pool follows the
-    replays' builds and the replay's is installed and known to pysc2, the worker switches to it.
+    replays' builds and can start the replay's (`engine_can_play`), the worker switches to it.
     """
     if settings.base_build is not None:
         return None
@@ -107,7 +124,7 @@ def _build_to_play(instance: _Instance, settings: EngineSettings, data: bytes) -
         return None  # unreadable: playing it with this instance reports why
     if wanted == instance.base_build or not engine_can_play(settings.sc2path, wanted):
         return None
-    return wanted if _known_build(wanted) is not None else None
+    return wanted
 
 
 def _play(

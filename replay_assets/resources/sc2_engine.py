@@ -21,8 +21,8 @@ class Sc2Engine(ConfigurableResource):
     base_build: int | None = None  # None: each replay's own build when installed, else the newest
 
     def can_play(self, base_build: int) -> bool:
-        """Whether this install has the replay's exact base build (backend=auto picks the engine then)."""
-        return engine_can_play(self.sc2path, base_build)
+        """Whether this install can start the replay's exact build (backend=auto then picks the engine)."""
+        return engine_can_play(self.sc2path, base_build, self.base_build)
 
     def pool(self, step_mul: int | None = None) -> Sc2EnginePool:
         """A fresh pool; use it as a context manager so its games are shut down."""
