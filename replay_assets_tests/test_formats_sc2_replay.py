@@ -17,11 +17,13 @@ from replay_assets.formats.sc2_replay import (
     filetime_to_utc,
     open_replay,
     replay_metadata,
+    split_player_name,
 )
 from replay_assets.formats.schemas import SC2_REPLAY_METADATA
 from replay_assets_tests.sc2_helpers import (
     MISSING_FILES,
     NO_EXACT_DECODER,
+    SC2READER_READABLE,
     all_replays,
     sc2_path,
     source_for,
@@ -95,6 +97,36 @@ def test_apm_agrees_with_sc2reader(shared_data: Path) -> None:
         for player in theirs.players:
             if player.is_human:
                 assert ours[player.pid] == pytest.approx(player.avg_apm, rel=0.02), (name, player.pid)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "expected"),
+    [
+        ("&lt;WoS&gt;<sp/>StoicLoofah", ("StoicLoofah", "WoS")),
+        ("[JUNGE]<sp/>Lilly", ("Lilly", "JUNGE")),
+        ("Rairden", ("Rairden", None)),
+        ("Amon&apos;s Forces", ("Amon's Forces", None)),
+        ("<sp/>NoClan", ("NoClan", None)),
+    ],
+)
+def test_split_player_name(recorded: str, expected: tuple[str, str | None]) -> None:
+    assert split_player_name(recorded) == expected
+
+
+def test_names_and_clan_tags_agree_with_sc2reader(shared_data: Path) -> None:
+    sc2reader = pytest.importorskip("sc2reader")
+    clans = 0
+    for name in SC2READER_READABLE:
+        path = sc2_path(shared_data, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = sc2reader.load_replay(str(path), load_level=2)
+        ours = {p["player_id"]: (p["name"], p["clan_tag"]) for p in metadata(path)["players"]}
+        for player in theirs.players:
+            clan = getattr(player, "clan_tag", None) or None
+            assert ours[player.pid] == (player.name, clan), (name, player.pid)
+            clans += clan is not None
+    assert clans >= 2  # the ladder and 4v4 replays show clan tags
 
 
 def test_no_exact_decoder_uses_nearest_older_and_names_what_failed(shared_data: Path) -> None:

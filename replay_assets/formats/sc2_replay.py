@@ -31,6 +31,7 @@ Decisions, documented once here:
 from __future__ import annotations
 
 import datetime as dt
+import html
 import io
 import re
 from collections.abc import Iterator
@@ -108,6 +109,7 @@ class Sc2Player:
     race: str
     result: str
     team_id: int
+    clan_tag: str | None
     is_human: bool
     user_id: int | None
     mmr: int | None = None
@@ -234,6 +236,18 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def split_player_name(recorded: str) -> tuple[str, str | None]:
+    """(name, clan tag) of a details name as the game records it: ``&lt;WoS&gt;<sp/>StoicLoofah`` or
+    ``[JUNGE]<sp/>Lilly`` (the clan tag in brackets, ``<sp/>`` for the space, HTML entities escaped)."""
+    clan, separator, name = recorded.partition("<sp/>")
+    if not separator:
+        return html.unescape(recorded), None
+    clan = html.unescape(clan)
+    if len(clan) >= 2 and (clan[0], clan[-1]) in (("<", ">"), ("[", "]")):
+        clan = clan[1:-1]
+    return html.unescape(name), clan or None
+
+
 def _players(details: dict[str, Any], slots: list[dict[str, Any]]) -> list[Sc2Player]:
     by_working_slot = {
         s.get("m_workingSetSlotId"): s for s in slots if s.get("m_workingSetSlotId") is not None
@@ -247,10 +261,12 @@ def _players(details: dict[str, Any], slots: list[dict[str, Any]]) -> list[Sc2Pl
             slot = slots[index]
         is_human = entry.get("m_control") == 2
         user_id = slot.get("m_userId") if (slot is not None and is_human) else None
+        name, clan_tag = split_player_name(_text(entry.get("m_name", b"")))
         players.append(
             Sc2Player(
                 player_id=index + 1,
-                name=_text(entry.get("m_name", b"")),
+                name=name,
+                clan_tag=clan_tag,
                 race=_text(entry.get("m_race", b"")),
                 result=_RESULTS.get(entry.get("m_result"), "Undecided"),
                 team_id=int(entry.get("m_teamId") or 0),
@@ -386,6 +402,7 @@ def _metadata_players(replay: Sc2Replay, row: dict[str, Any], reasons: list[str]
         {
             "player_id": p.player_id,
             "name": p.name,
+            "clan_tag": p.clan_tag,
             "race": p.race,
             "result": p.result,
             "mmr": p.mmr,

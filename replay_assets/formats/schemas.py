@@ -208,7 +208,8 @@ TMRL_DEMO_BUFFERS = pa.schema(
 SC2_PLAYER = pa.struct(
     [
         pa.field("player_id", pa.int32()),  # 1-based, as in tracker events and the engine
-        pa.field("name", pa.string()),
+        pa.field("name", pa.string()),  # without the clan tag and markup, entities unescaped
+        pa.field("clan_tag", pa.string()),  # null when the player shows none
         pa.field("race", pa.string()),  # Terran | Zerg | Protoss | Random (as recorded)
         pa.field("result", pa.string()),  # Win | Loss | Tie | Undecided
         pa.field("mmr", pa.int32()),  # null when the replay does not record it
