@@ -462,10 +462,12 @@ def timed_ms(work: Callable[[], object]) -> float:
 def load_breakdown(warehouse: Path, ids: Sequence[int], warm_id: int) -> dict[str, list[float]]:
     """Where a load's time goes, phase by phase, on a fresh loader warmed like the timed one.
 
-    Calls ``load``'s own steps (private: ``_index``, ``_steps_file``, ``_StepsFile.read_episode``,
-    ``_step_arrays``), so a changed ``datasets/townlet.py`` may need this updated; nothing else uses them.
+    Calls ``load``'s own steps (private: ``_index``, ``_steps_file``; internal: ``StepsFile.read_episode``,
+    ``step_arrays`` in ``datasets/townlet_files.py``), so a changed ``datasets/townlet.py`` or
+    ``townlet_files.py`` may need this updated; nothing else uses them.
     """
     from replay_assets.datasets import townlet
+    from replay_assets.datasets.townlet_files import step_arrays
 
     recordings = townlet.TownletRecordings(str(warehouse))
     recordings.load(warm_id)
@@ -474,7 +476,7 @@ def load_breakdown(warehouse: Path, ids: Sequence[int], warm_id: int) -> dict[st
         "read_episode (row groups first seen)": [],
         "read_episode (again, runs cached)": [],
         "index row -> TownletRecordingRow": [],
-        "Arrow -> NumPy (_step_arrays)": [],
+        "Arrow -> NumPy (step_arrays)": [],
     }
     index = recordings._index()
     quiesce()
@@ -491,7 +493,7 @@ def load_breakdown(warehouse: Path, ids: Sequence[int], warm_id: int) -> dict[st
             timed_ms(lambda a=again: a[0].read_episode(*a[1:]))
         )
         phases["index row -> TownletRecordingRow"].append(timed_ms(lambda p=position: index.row(p)))
-        phases["Arrow -> NumPy (_step_arrays)"].append(timed_ms(lambda t=table: townlet._step_arrays(t)))
+        phases["Arrow -> NumPy (step_arrays)"].append(timed_ms(lambda t=table: step_arrays(t)))
     recordings.close()
     return phases
 

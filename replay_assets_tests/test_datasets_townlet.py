@@ -45,7 +45,7 @@ from replay_assets.datasets import (
     TownletReplay,
     TownletStepDataset,
 )
-from replay_assets.datasets.townlet import _fixed_lists
+from replay_assets.datasets.townlet_files import _fixed_lists
 from replay_assets.definitions import build_resources
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.formats.schemas import TOWNLET_RECORDINGS_INDEX

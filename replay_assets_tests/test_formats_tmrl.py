@@ -1,4 +1,4 @@
-"""formats/tmrl.py: the safe unpickler, the run validation and the TMRL_DEMO_BUFFERS batches.
+"""formats/tmrl.py and formats/tmrl_unpickle.py: the safe unpickler, the run validation and the batches.
 
 The real runs in ../shared/data/tmrl/player_runs are trusted, so the tests load them with plain
 ``pickle`` as the reference. Everything hostile or malformed is built here.
@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from replay_assets.errors import ReplayAssetsError
-from replay_assets.formats import tmrl
+from replay_assets.formats import tmrl, tmrl_unpickle
 from replay_assets.formats.tmrl import (
     TMRL_DEMO_BUFFERS,
     RunFormatError,
@@ -445,7 +445,7 @@ def test_build_cannot_change_an_allowed_global_for_the_next_file() -> None:
             with pytest.raises(RunFormatError, match="not a valid pickle"):
                 load_run(f"c{module}\n{state}".encode(), "build.pkl")
     assert load_run(_dumps(_run()), "after.pkl").layout == "lidar"
-    assert tmrl._ALLOWED[("numpy", "dtype")].global_name == "numpy.dtype"
+    assert tmrl_unpickle._ALLOWED[("numpy", "dtype")].global_name == "numpy.dtype"
 
 
 def test_allowlist_is_exactly_numpys_own_globals() -> None:

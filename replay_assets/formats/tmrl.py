@@ -4,56 +4,16 @@ Pure on purpose (no Dagster, boto3 or torch): bytes in, Arrow out. Two entry poi
 ``load_run`` gives the validated run as Python objects (``PlayerRun``), ``run_batches`` one row per
 sample as Arrow. ``run_day_from_name`` reads the ``YYYYMMDD_`` day the recorder puts in file names.
 
-Safety: a run file is a pickle that anybody able to write the landing folder controls, and the
-original tmrl injector unpickled it as is (arbitrary code execution). Here nothing from the file
-runs. ``_RestrictedUnpickler`` is the C ``pickle.Unpickler`` with only ``find_class`` and
-``persistent_load`` overridden: plain values (dict, list, tuple, set, frozenset, str, bytes,
-bytearray, int, float, bool, None) are built by opcodes that call no Python code, and every global
-the file names must be one of ``ALLOWED_GLOBALS``, else ``UnsafePickleError`` names the file and the
-``module.name`` before anything was called. The allowlist is exactly what numpy's own pickles use
-(1.x and 2.x spellings), and ``find_class`` never hands out numpy's functions themselves but
-checked stand-ins that a ``BUILD`` opcode cannot change for the next file (``_Allowed`` singletons
-have no ``__dict__`` and no ``__setstate__``; ``_RawArray`` is a class whose inherited
-``__setstate__`` needs an instance):
-
-* ``numpy.dtype`` returns a ``_DtypeSpec`` placeholder, never a real dtype. numpy's
-  ``dtype.__setstate__`` trusts the pickle: it copies a flags word (which can mark a float dtype as
-  holding object pointers) and field offsets unchecked, i.e. a forged state means memory
-  corruption, not just an exception. The placeholder records the type code (``"f4"``, ``"u1"``,
-  ``"O8"``, ``"U5"``...) and the state, and ``resolve()`` builds a fresh dtype from the type code
-  alone (plus the byte order): flags, fields, sub-arrays and metadata in the state are never used
-  (structured, sub-array, void and datetime dtypes are refused as unsupported).
-* ``numpy._core.numeric._frombuffer`` (numpy 2; ``numpy.core.numeric`` for numpy 1, protocol 5)
-  only packs its arguments into a ``_RawArray`` record: no array is made while unpickling. The
-  reader later checks the record (bytes or bytearray buffer, a resolved non-object dtype, a shape of
-  non-negative ints whose size matches the buffer, order C/F or K with a permutation) and builds
-  the array with ``np.frombuffer``; the columns of a run are joined straight from the records'
-  buffers, which is also why this reader is faster than plain ``pickle.loads``.
-* ``numpy._core.multiarray._reconstruct`` (and ``numpy.core.multiarray``; protocols 2-4, object and
-  non-contiguous arrays) accepts only numpy's own call ``_reconstruct(numpy.ndarray, (0,), b"b")``
-  and returns an empty ``_UnpickledArray`` whose ``__setstate__`` checks numpy's
-  ``(version, shape, dtype, is_fortran, data)`` state (a placeholder dtype, data whose length
-  matches the shape, a list for object arrays) before handing numpy a freshly resolved dtype.
-* ``numpy.ndarray`` is a token that ``_reconstruct`` accepts and that refuses to be called, so a
-  pickle cannot allocate an array of a shape it chooses (``ndarray((10**6, 10**6))``).
-* ``numpy._core.multiarray.scalar`` (and ``numpy.core``) takes a placeholder dtype and exactly
-  ``itemsize`` bytes (any object for object scalars, which numpy returns unchanged).
-
-Nothing else: no ``builtins``, ``copyreg``, ``_codecs`` (protocol 0-2 byte strings), ``datetime``
-(the real files write ``recorded_at`` as a string) or numpy subclasses; ``persistent_load`` refuses
-every persistent id; out-of-band buffers are refused by the unpickler itself.
+Safety: a run file is an untrusted pickle. ``formats/tmrl_unpickle.py`` decodes it with a restricted
+unpickler that runs nothing from the file (only numpy's own globals, as checked stand-ins, else
+``UnsafePickleError``); this module validates what it gives back and builds the columns.
 
 Resource limits: a file larger than ``max_bytes`` (``DEFAULT_MAX_BYTES``, 512 MiB) is refused before
-unpickling; apart from the memo (below) the unpickled objects are at most a few times the file.
-``info`` dicts are what may be expanded: shared references (``BINGET``) let a small pickle describe
-an exponentially large tree, so the expanded size of every non-empty ``info`` is counted (linear
-time, cycles refused) against ``16 x file size + 1 Mi`` units before any JSON is written. Residual
-risk, in CPython itself (gh-115952, not fixed in the Python 3.11 this project runs): the C unpickler
-grows (and zeroes) its memo table to twice a ``LONG_BINPUT``/``PUT`` index and pre-allocates a
-declared ``BINBYTES8`` length, so a file of a few bytes can make it ask for gigabytes. That ends as
-``MemoryError`` (reported as ``RunFormatError``) or a transient allocation, never as code execution;
-finding it first would take a Python-level opcode scan costing 3x the whole decoding. Run the asset
-with a memory limit.
+unpickling; apart from the unpickler's memo (a CPython issue, see ``formats/tmrl_unpickle.py``) the
+unpickled objects are at most a few times the file. ``info`` dicts are what may be expanded: shared
+references (``BINGET``) let a small pickle describe an exponentially large tree, so the expanded size of
+every non-empty ``info`` is counted (linear time, cycles refused) against ``16 x file size + 1 Mi`` units
+before any JSON is written.
 
 Validation (formats.md): the top level is a ``tmrl_player_run_v1`` dict (``format``, ``run_id``,
 ``recorded_at`` ISO-8601 with an offset, converted to UTC, ``metadata`` dict, ``samples`` list,
@@ -78,24 +38,37 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
-import io
 import json
 import math
 import operator
-import pickle
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from replay_assets.errors import FileFormatError
 from replay_assets.formats.schemas import ACT_SIZE, IMAGES_SHAPE, LIDAR_SHAPE, OBS_RAW_TYPE, TMRL_DEMO_BUFFERS
+from replay_assets.formats.tmrl_unpickle import (
+    ALLOWED_GLOBALS,
+    DtypeSpec,
+    Malformed,
+    RawArray,
+    Refused,
+    RunFormatError,
+    TmrlRunError,
+    UnpickledArray,
+    UnsafePickleError,
+    as_array,
+    raw_to_array,
+    short,
+    stack_raw,
+    type_name,
+    unpickle,
+)
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -120,402 +93,6 @@ LIDAR_LAYOUT = "lidar"
 FULL_LAYOUT = "full"
 _INFO_BUDGET_FACTOR = 16  # expanded info size allowed per byte of file (see the module docstring)
 _INFO_BUDGET_MIN = 1 << 20
-
-
-# ------------------------------------------------------------------------------------------ schema
-
-
-# ------------------------------------------------------------------------------------------ errors
-
-
-class TmrlRunError(FileFormatError):
-    """A player run this reader will not use; the one-line message names the file and the reason."""
-
-
-class RunFormatError(TmrlRunError):
-    """Not a valid player run: a broken or truncated pickle, or a schema violation.
-
-    ``sample_index`` is the first offending sample, when the problem is in a sample.
-    """
-
-    def __init__(self, name: str, detail: str, sample_index: int | None = None) -> None:
-        self.detail = " ".join(detail.split())
-        self.sample_index = sample_index
-        prefix = "" if sample_index is None else f"sample {sample_index}: "
-        super().__init__(name, prefix + self.detail)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.name, self.detail, self.sample_index))
-
-
-class UnsafePickleError(TmrlRunError):
-    """The pickle names a global outside ``ALLOWED_GLOBALS``, misuses an allowed one, or holds a
-    persistent id. Raised before anything it names was called."""
-
-    def __init__(self, name: str, global_name: str | None, why: str) -> None:
-        self.global_name = global_name
-        self.why = " ".join(why.split())
-        subject = f"{global_name}: " if global_name else ""
-        super().__init__(name, f"unsafe pickle refused, nothing from it was run: {subject}{self.why}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.name, self.global_name, self.why))
-
-
-class _Refused(Exception):
-    """Raised while unpickling or checking; becomes an UnsafePickleError naming the file."""
-
-    def __init__(self, global_name: str | None, why: str) -> None:
-        super().__init__(global_name, why)
-        self.global_name = global_name
-        self.why = why
-
-
-class _Malformed(Exception):
-    """Raised while unpickling or checking; becomes a RunFormatError naming the file (and sample)."""
-
-    def __init__(self, why: str) -> None:
-        super().__init__(why)
-        self.why = why
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ------------------------------------------------------------------------------------------ unpickler
-
-_DTYPE_CODE = re.compile(r"b1|[iu][1248]|f[248]|c(?:8|16)|O[48]|[SU][0-9]{1,9}")
-_ENDIANS = frozenset("<>|=")
-
-
-class _DtypeSpec:
-    """What the pickle's ``numpy.dtype(code, align, copy)`` + ``BUILD state`` becomes: inert data.
-
-    ``resolve()`` builds a fresh dtype from the type code and byte order only (see the module
-    docstring: numpy's own ``__setstate__`` would trust a forged flags word and field offsets).
-    """
-
-    __slots__ = ("_code", "_dtype", "_state")
-
-    def __init__(self, code: str) -> None:
-        self._code = code
-        self._state: Any = None
-        self._dtype: np.dtype | None = None
-
-    def __setstate__(self, state: Any) -> None:
-        self._state = state
-        self._dtype = None
-
-    def __repr__(self) -> str:
-        return f"numpy.dtype({self._code!r})"
-
-    def resolve(self) -> np.dtype:
-        if self._dtype is None:
-            self._dtype = _resolve_dtype(self._code, self._state)
-        return self._dtype
-
-
-def _resolve_dtype(code: str, state: Any) -> np.dtype:
-    if not _DTYPE_CODE.fullmatch(code):
-        raise _Malformed(
-            f"unsupported numpy dtype {_short(repr(code))} (bool, int, uint, float, complex, bytes, "
-            "str and object arrays only)"
-        )
-    dtype = np.dtype(code)
-    if state is None:
-        return dtype
-    if type(state) is not tuple or len(state) not in (8, 9) or type(state[0]) is not int:
-        raise _Malformed("malformed numpy dtype state")
-    _, endian, subarray, names, fields, elsize = state[:6]
-    if subarray is not None or names is not None or fields is not None:
-        raise _Malformed("structured and sub-array numpy dtypes are not supported")
-    if type(endian) is not str or endian not in _ENDIANS:
-        raise _Malformed("malformed numpy dtype byte order")
-    if type(elsize) is not int or elsize not in (-1, dtype.itemsize):
-        raise _Malformed(f"numpy dtype {code!r} with an inconsistent item size {_short(repr(elsize))}")
-    if endian in "<>" and dtype.byteorder != "|":
-        dtype = dtype.newbyteorder(endian)
-    return dtype
-
-
-_FROMBUFFER_NAME = "numpy._core.numeric._frombuffer"
-
-
-class _RawArray(Exception):  # a record, never raised
-    """What the pickle's ``_frombuffer(buffer, dtype, shape, order[, axis_order])`` call becomes: its
-    arguments, unchecked, in ``.args`` (checked when the array is built: ``_raw_to_array``).
-
-    An Exception subclass only because BaseException's constructor is the cheapest built-in that keeps
-    any number of arguments: no Python frame per array, which makes unpickling a lidar run 35 % faster
-    than a Python function returning a tuple. It is never raised; a BUILD aimed at the class fails
-    (``BaseException.__setstate__`` needs an instance), one aimed at a record can only change that
-    record's attributes, and only ``.args`` is ever read.
-    """
-
-    def __repr__(self) -> str:  # messages must not print a megabyte of buffer
-        return "<numpy array record>"
-
-    __str__ = __repr__
-
-
-class _UnpickledArray(np.ndarray):
-    """What ``_reconstruct`` returns; BUILD goes through the checked ``__setstate__`` below."""
-
-    __slots__ = ()
-
-    def __setstate__(self, state: Any) -> None:
-        where = _Reconstruct.global_name
-        if type(state) is not tuple or len(state) not in (4, 5):
-            raise _Refused(where, "array state is not numpy's (version, shape, dtype, is_fortran, data)")
-        if len(state) == 5 and (type(state[0]) is not int or state[0] != 1):
-            raise _Malformed("unsupported numpy array pickle version")
-        shape, spec, is_fortran, data = state[-4:]
-        if type(spec) is not _DtypeSpec:
-            raise _Refused(where, f"array state holds a {_kind(spec)} where numpy writes a dtype")
-        dtype = spec.resolve()
-        if not _is_shape(shape) or type(is_fortran) is not bool:
-            raise _Malformed("malformed numpy array state")
-        count = math.prod(shape)
-        if dtype.hasobject:
-            if type(data) is not list or len(data) != count:
-                raise _Malformed(f"object array of shape {shape} without {count} items")
-        elif type(data) is not bytes or len(data) != count * dtype.itemsize:
-            raise _Malformed(f"numpy array data does not match shape {shape} and dtype {dtype}")
-        np.ndarray.__setstate__(self, (1, shape, dtype, is_fortran, data))
-
-
-class _Allowed:
-    """Base of what ``find_class`` hands out: stateless singletons, immune to BUILD."""
-
-    __slots__ = ()
-    global_name = ""
-
-    def __repr__(self) -> str:
-        return self.global_name
-
-
-class _Reconstruct(_Allowed):
-    __slots__ = ()
-    global_name = "numpy._core.multiarray._reconstruct"
-
-    def __call__(self, *args: Any) -> _UnpickledArray:
-        if len(args) != 3 or args[0] is not _NDARRAY:
-            raise _Refused(self.global_name, "only numpy's own call _reconstruct(numpy.ndarray, (0,), b'b')")
-        _, shape, typecode = args
-        if type(shape) is not tuple or shape != (0,) or typecode not in (b"b", "b"):
-            raise _Refused(self.global_name, "only numpy's own call _reconstruct(numpy.ndarray, (0,), b'b')")
-        return _UnpickledArray((0,), np.int8)
-
-
-class _Scalar(_Allowed):
-    __slots__ = ()
-    global_name = "numpy._core.multiarray.scalar"
-
-    def __call__(self, *args: Any) -> Any:
-        if len(args) != 2 or type(args[0]) is not _DtypeSpec:
-            raise _Refused(self.global_name, "only numpy's own call scalar(dtype, data)")
-        dtype, data = args[0].resolve(), args[1]
-        if dtype.hasobject:
-            return data  # numpy returns the object itself; it was unpickled by this unpickler
-        if type(data) is not bytes or len(data) != dtype.itemsize:
-            raise _Malformed(f"numpy {dtype} scalar without {dtype.itemsize} bytes of data")
-        return np.frombuffer(data, dtype)[0]
-
-
-class _Dtype(_Allowed):
-    __slots__ = ()
-    global_name = "numpy.dtype"
-
-    def __call__(self, *args: Any) -> _DtypeSpec:
-        if not 1 <= len(args) <= 3 or type(args[0]) is not str or any(type(a) is not bool for a in args[1:]):
-            raise _Refused(self.global_name, "only numpy's own call dtype(type_code: str, align, copy)")
-        return _DtypeSpec(args[0])
-
-
-class _NdarrayToken(_Allowed):
-    __slots__ = ()
-    global_name = "numpy.ndarray"
-
-    def __call__(self, *args: Any) -> NoReturn:
-        raise _Refused(self.global_name, "may only be passed to _reconstruct, never called")
-
-
-_NDARRAY = _NdarrayToken()
-_RECONSTRUCT = _Reconstruct()
-_SCALAR = _Scalar()
-
-_ALLOWED: MappingProxyType[tuple[str, str], Any] = MappingProxyType(
-    {
-        ("numpy._core.numeric", "_frombuffer"): _RawArray,  # numpy 2, protocol 5 arrays
-        ("numpy.core.numeric", "_frombuffer"): _RawArray,  # numpy 1
-        ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # protocols 2-4, object arrays
-        ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-        ("numpy._core.multiarray", "scalar"): _SCALAR,  # numpy scalars (np.float32(...))
-        ("numpy.core.multiarray", "scalar"): _SCALAR,
-        ("numpy", "dtype"): _Dtype(),
-        ("numpy", "ndarray"): _NDARRAY,
-    }
-)
-ALLOWED_GLOBALS = frozenset(f"{module}.{name}" for module, name in _ALLOWED)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """The C unpickler; only the lookup of globals and persistent ids is replaced."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED[(module, name)]
-        except (KeyError, TypeError):
-            pass
-        raise _Refused(
-            _short(f"{module}.{name}", 120),
-            "not an allowed global (a player run holds only plain containers and numpy arrays, dtypes "
-            "and scalars)",
-        )
-
-    def persistent_load(self, pid: Any) -> NoReturn:
-        raise _Refused(None, f"persistent id {_short(repr(pid))}: external references are never resolved")
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic GC while decoding (never across a ``yield``): the thousands of fresh tuples of a run
-    would trigger collections that find nothing (~15 % of the decoding time)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _unpickle(data: bytes, name: str, max_bytes: int) -> Any:
-    size = memoryview(data).nbytes
-    if size > max_bytes:
-        raise RunFormatError(name, f"file is {size} bytes, more than max_bytes={max_bytes}; not unpickled")
-    stream = io.BytesIO(data)
-    try:
-        tree = _RestrictedUnpickler(stream).load()
-    except _Refused as exc:
-        raise UnsafePickleError(name, exc.global_name, exc.why) from None
-    except _Malformed as exc:
-        raise RunFormatError(name, exc.why) from None
-    except MemoryError:
-        raise RunFormatError(
-            name, "pickle asks for more memory than available (see formats/tmrl.py)"
-        ) from None
-    except Exception as exc:  # only the C unpickler and the checks above ran: any error is a bad file
-        message = _short(f"{type(exc).__name__}: {exc}", 200)
-        if isinstance(exc, EOFError) or "truncated" in str(exc) or "exhausted" in str(exc):
-            raise RunFormatError(name, f"truncated pickle ({message})") from None
-        raise RunFormatError(name, f"not a valid pickle ({message})") from None
-    if stream.tell() != size:
-        raise RunFormatError(name, f"{size - stream.tell()} bytes after the end of the pickle")
-    return tree
-
-
-# ------------------------------------------------------------------------------------------ arrays
-
-
-def _is_shape(shape: Any) -> bool:
-    return type(shape) is tuple and len(shape) <= 32 and all(type(d) is int and d >= 0 for d in shape)
-
-
-def _kind(value: Any) -> str:
-    """A type name for messages, with the internal stand-ins named as what they stand for."""
-    if type(value) in (_RawArray, _UnpickledArray):
-        return "numpy.ndarray"
-    if type(value) is _DtypeSpec:
-        return "numpy.dtype"
-    if isinstance(value, _Allowed):
-        return value.global_name
-    return type(value).__name__
-
-
-def _native(array: np.ndarray) -> np.ndarray:
-    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
-
-
-def _raw_to_array(record: _RawArray) -> np.ndarray:
-    """Build the array of one ``_frombuffer`` record, after checking every argument."""
-    where = _FROMBUFFER_NAME
-    args = record.args
-    if len(args) not in (4, 5):
-        raise _Refused(where, f"called with {len(args)} arguments (numpy passes 4 or 5)")
-    buffer, spec, shape, order = args[:4]
-    axis_order = args[4] if len(args) == 5 else None
-    if type(buffer) not in (bytes, bytearray):
-        raise _Refused(where, f"buffer is a {_kind(buffer)}, numpy writes bytes")
-    if type(spec) is not _DtypeSpec:
-        raise _Refused(where, f"dtype is a {_kind(spec)}, numpy writes a numpy.dtype")
-    dtype = spec.resolve()
-    if dtype.hasobject:
-        raise _Refused(where, "an object array cannot come from a raw buffer")
-    if not _is_shape(shape) or order not in ("C", "F", "K"):
-        raise _Malformed("malformed numpy array (shape or order)")
-    if len(buffer) != math.prod(shape) * dtype.itemsize:
-        raise _Malformed(f"numpy array buffer of {len(buffer)} bytes does not fit shape {shape} of {dtype}")
-    array = np.frombuffer(buffer, dtype)
-    if order != "K":
-        return array.reshape(shape, order=order)
-    if (
-        type(axis_order) is not tuple
-        or not all(type(axis) is int for axis in axis_order)
-        or sorted(axis_order) != list(range(len(shape)))
-    ):
-        raise _Malformed("malformed numpy array (axis order)")
-    return array.reshape(shape).transpose(axis_order)
-
-
-def _as_array(value: Any, what: str) -> np.ndarray:
-    """A sample's array as a plain, native-order numpy array; non-arrays and object arrays refused."""
-    if type(value) is _RawArray:
-        array = _raw_to_array(value)
-    elif type(value) is _UnpickledArray:
-        array = value.view(np.ndarray)
-    else:
-        raise _Malformed(f"{what} is a {_kind(value)}, not a numpy array")
-    if array.dtype.hasobject:
-        raise _Malformed(f"{what} is an object array, not a numeric one")
-    return _native(array)
-
-
-_RAW_ARGS = operator.attrgetter("args")
-_RAW_KEY = operator.itemgetter(1, 2, 3)  # dtype spec, shape, order
-_RAW_BUFFER = operator.itemgetter(0)
-
-
-def _stack_raw(records: Sequence[Any]) -> np.ndarray | None:
-    """Fast path: one column of ``_frombuffer`` records sharing dtype, shape and order, joined in one go.
-
-    None when anything is unusual; the per-sample path then decides (and names the bad sample).
-    """
-    if set(map(type, records)) != {_RawArray}:
-        return None
-    calls = list(map(_RAW_ARGS, records))
-    if set(map(len, calls)) != {4}:
-        return None
-    try:
-        keys = {(spec.resolve(), shape, order) for spec, shape, order in set(map(_RAW_KEY, calls))}
-    except (TypeError, AttributeError, _Malformed):
-        return None
-    if len(keys) != 1:
-        return None
-    dtype, shape, order = keys.pop()
-    if dtype.hasobject or not _is_shape(shape) or order not in ("C", "F"):
-        return None
-    buffers = list(map(_RAW_BUFFER, calls))
-    if not set(map(type, buffers)) <= {bytes, bytearray}:
-        return None
-    if set(map(len, buffers)) != {math.prod(shape) * dtype.itemsize}:
-        return None
-    flat = np.frombuffer(bytearray().join(buffers), dtype)  # a bytearray: writable arrays for load_run
-    if order == "C" or len(shape) < 2:
-        return _native(flat.reshape((len(records), *shape)))
-    fortran = flat.reshape((len(records), *shape[::-1])).transpose(0, *range(len(shape), 0, -1))
-    return _native(np.ascontiguousarray(fortran))
 
 
 # ------------------------------------------------------------------------------------------ layouts
@@ -606,7 +183,7 @@ def _required(doc: dict[Any, Any], key: str, type_: type, name: str) -> Any:
     if value is _MISSING:
         raise RunFormatError(name, f"missing required key {key!r}")
     if type(value) is not type_:
-        raise RunFormatError(name, f"{key!r} is a {_kind(value)}, not a {type_.__name__}")
+        raise RunFormatError(name, f"{key!r} is a {type_name(value)}, not a {type_.__name__}")
     return value
 
 
@@ -614,7 +191,7 @@ def _parse_recorded_at(text: str, name: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise RunFormatError(name, f"recorded_at {_short(repr(text))} is not an ISO-8601 timestamp") from None
+        raise RunFormatError(name, f"recorded_at {short(repr(text))} is not an ISO-8601 timestamp") from None
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise RunFormatError(name, f"recorded_at {text!r} has no UTC offset")
     return moment.astimezone(dt.UTC)
@@ -626,13 +203,14 @@ def _read_header(tree: Any, name: str, file_name: str) -> tuple[_Header, list[An
         return _Header(_file_stem(file_name), None, {}, None, True), tree
     if type(tree) is not dict:
         raise RunFormatError(
-            name, f"top level is a {_kind(tree)}, not a {TMRL_RUN_FORMAT} dict or a legacy list of samples"
+            name,
+            f"top level is a {type_name(tree)}, not a {TMRL_RUN_FORMAT} dict or a legacy list of samples",
         )
     fmt = tree.get("format", _MISSING)
     if fmt is _MISSING:
         raise RunFormatError(name, "missing required key 'format'")
     if type(fmt) is not str or fmt != TMRL_RUN_FORMAT:
-        raise RunFormatError(name, f"unknown format {_short(repr(fmt))} (supported: {TMRL_RUN_FORMAT!r})")
+        raise RunFormatError(name, f"unknown format {short(repr(fmt))} (supported: {TMRL_RUN_FORMAT!r})")
     run_id = _required(tree, "run_id", str, name)
     if not run_id:
         raise RunFormatError(name, "run_id is empty")
@@ -641,7 +219,7 @@ def _read_header(tree: Any, name: str, file_name: str) -> tuple[_Header, list[An
     samples = _required(tree, "samples", list, name)
     version = tree.get("obs_scale_version")
     if version is not None and (type(version) is not int or not -(2**31) <= version < 2**31):
-        raise RunFormatError(name, f"obs_scale_version {_short(repr(version))} is not an int32")
+        raise RunFormatError(name, f"obs_scale_version {short(repr(version))} is not an int32")
     return _Header(run_id, recorded_at, metadata, version, False), samples
 
 
@@ -650,7 +228,7 @@ def _metadata_is_demo(metadata: dict[Any, Any], name: str) -> bool:
     if value is _MISSING:
         return True
     if type(value) not in (bool, np.bool_):
-        raise RunFormatError(name, f"metadata 'is_demo' is a {_kind(value)}, not a bool")
+        raise RunFormatError(name, f"metadata 'is_demo' is a {type_name(value)}, not a bool")
     return bool(value)
 
 
@@ -684,7 +262,7 @@ def _fast_columns(samples: list[Any]) -> _Columns | None:
     if set(map(type, samples)) != {tuple} or set(map(len, samples)) != {6}:
         return None
     acts, observations, rewards, terminated, truncated, infos = zip(*samples, strict=True)
-    act = _stack_raw(acts)
+    act = stack_raw(acts)
     if act is None or (act.dtype, act.shape[1:]) != _ACT:
         return None
     if set(map(type, observations)) != {tuple}:
@@ -694,7 +272,7 @@ def _fast_columns(samples: list[Any]) -> _Columns | None:
         return None
     components = []
     for column in zip(*observations, strict=True):
-        stacked = _stack_raw(column)
+        stacked = stack_raw(column)
         if stacked is None:
             return None
         components.append(stacked)
@@ -725,34 +303,34 @@ def _fast_columns(samples: list[Any]) -> _Columns | None:
 
 def _reward(value: Any) -> float:
     if type(value) not in _FAST_REWARDS and not isinstance(value, np.floating | np.integer):
-        raise _Malformed(f"reward is a {_kind(value)}, not a number")
+        raise Malformed(f"reward is a {type_name(value)}, not a number")
     try:
         return float(value)
     except OverflowError:
-        raise _Malformed("reward does not fit a float64") from None
+        raise Malformed("reward does not fit a float64") from None
 
 
 def _check_sample(sample: Any) -> tuple[np.ndarray, list[np.ndarray], float]:
     """One sample's checks in field order (the slow path, which names the first bad sample)."""
     if type(sample) is not tuple or len(sample) != 6:
         length = f" of length {len(sample)}" if type(sample) in (tuple, list) else ""
-        raise _Malformed(
-            f"a {_kind(sample)}{length}, not a 6-tuple (act, obs, rew, terminated, truncated, info)"
+        raise Malformed(
+            f"a {type_name(sample)}{length}, not a 6-tuple (act, obs, rew, terminated, truncated, info)"
         )
     act_value, obs, rew, terminated, truncated, info = sample
-    act = _as_array(act_value, "act")
+    act = as_array(act_value, "act")
     if (act.dtype, act.shape) != _ACT:
-        raise _Malformed(f"act is a {act.dtype} array of shape {act.shape}, not float32 of shape (3,)")
+        raise Malformed(f"act is a {act.dtype} array of shape {act.shape}, not float32 of shape (3,)")
     if type(obs) is not tuple or not obs:
         empty = " (empty)" if type(obs) is tuple else ""
-        raise _Malformed(f"obs is a {_kind(obs)}{empty}, not a tuple of numpy arrays")
-    arrays = [_as_array(value, f"obs[{j}]") for j, value in enumerate(obs)]
+        raise Malformed(f"obs is a {type_name(obs)}{empty}, not a tuple of numpy arrays")
+    arrays = [as_array(value, f"obs[{j}]") for j, value in enumerate(obs)]
     reward = _reward(rew)
     for flag, value in (("terminated", terminated), ("truncated", truncated)):
         if type(value) not in _FLAGS:
-            raise _Malformed(f"{flag} is a {_kind(value)}, not a bool")
+            raise Malformed(f"{flag} is a {type_name(value)}, not a bool")
     if type(info) is not dict:
-        raise _Malformed(f"info is a {_kind(info)}, not a dict")
+        raise Malformed(f"info is a {type_name(info)}, not a dict")
     return act, arrays, reward
 
 
@@ -769,10 +347,10 @@ def _slow_columns(samples: list[Any], name: str, check_infos_before: Callable[[i
     for index, sample in enumerate(samples):
         try:
             act, arrays, reward = _check_sample(sample)
-        except _Malformed as exc:
+        except Malformed as exc:
             check_infos_before(index)
             raise RunFormatError(name, exc.why, index) from None
-        except _Refused as exc:
+        except Refused as exc:
             check_infos_before(index)
             raise UnsafePickleError(name, exc.global_name, f"sample {index}: {exc.why}") from None
         signature = tuple((a.dtype, a.shape) for a in arrays)
@@ -814,7 +392,7 @@ def _expanded_size(value: Any, memo: dict[int, int], active: set[int]) -> int:
     if key in memo:
         return memo[key]
     if key in active:
-        raise _Malformed("contains a reference cycle")
+        raise Malformed("contains a reference cycle")
     active.add(key)
     if kind is dict:
         size = 1 + sum(
@@ -822,11 +400,11 @@ def _expanded_size(value: Any, memo: dict[int, int], active: set[int]) -> int:
         )
     elif kind in (list, tuple, set, frozenset):
         size = 1 + sum(_expanded_size(item, memo, active) for item in value)
-    elif kind is _RawArray:
-        size = 1 + _raw_to_array(value).size  # checks the record, as load_run and run_batches will
-    elif kind is _UnpickledArray and value.dtype.hasobject:
+    elif kind is RawArray:
+        size = 1 + raw_to_array(value).size  # checks the record, as load_run and run_batches will
+    elif kind is UnpickledArray and value.dtype.hasobject:
         size = 1 + sum(_expanded_size(item, memo, active) for item in value.flat)
-    elif kind is _UnpickledArray:
+    elif kind is UnpickledArray:
         size = 1 + value.size
     else:  # numpy scalars, dtype specs, the ndarray token
         size = 1
@@ -859,20 +437,20 @@ def _info_columns(
         if value is _MISSING:
             values[index] = metadata_is_demo
         elif type(value) not in _FLAGS:
-            raise RunFormatError(name, f"info 'is_demo' is a {_kind(value)}, not a bool", index)
+            raise RunFormatError(name, f"info 'is_demo' is a {type_name(value)}, not a bool", index)
         if not info:
             texts.append("{}")
             continue
         try:
             total += _expanded_size(info, memo, set())
             if total > budget:
-                raise _Malformed(f"infos expand to more than {budget} items (a pickle bomb?)")
+                raise Malformed(f"infos expand to more than {budget} items (a pickle bomb?)")
             texts.append(_info_to_json(info))
         except RecursionError:
             raise RunFormatError(name, "info is nested too deeply", index) from None
-        except _Malformed as exc:
+        except Malformed as exc:
             raise RunFormatError(name, f"info: {exc.why}", index) from None
-        except _Refused as exc:
+        except Refused as exc:
             raise UnsafePickleError(name, exc.global_name, f"sample {index}: {exc.why}") from None
     return np.array(values, bool), texts
 
@@ -903,13 +481,26 @@ class _Decoded:
     layout: str
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while decoding (never across a ``yield``): the thousands of fresh tuples of a run
+    would trigger collections that find nothing (~15 % of the decoding time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _decode(data: bytes, name: str, file_name: str, max_bytes: int) -> _Decoded:
     with _gc_paused():
         return _decode_unpaused(data, name, file_name, max_bytes)
 
 
 def _decode_unpaused(data: bytes, name: str, file_name: str, max_bytes: int) -> _Decoded:
-    header, samples = _read_header(_unpickle(data, name, max_bytes), name, file_name)
+    header, samples = _read_header(unpickle(data, name, max_bytes), name, file_name)
     metadata_is_demo = _metadata_is_demo(header.metadata, name)
     budget = _INFO_BUDGET_FACTOR * memoryview(data).nbytes + _INFO_BUDGET_MIN
     try:
@@ -917,9 +508,9 @@ def _decode_unpaused(data: bytes, name: str, file_name: str, max_bytes: int) -> 
             raise RunFormatError(name, f"metadata expands to more than {budget} items (a pickle bomb?)")
     except RecursionError:
         raise RunFormatError(name, "metadata is nested too deeply") from None
-    except _Malformed as exc:
+    except Malformed as exc:
         raise RunFormatError(name, f"metadata: {exc.why}") from None
-    except _Refused as exc:
+    except Refused as exc:
         raise UnsafePickleError(name, exc.global_name, f"metadata: {exc.why}") from None
     columns, is_demo, info_json = _columns(samples, metadata_is_demo, budget, name)
     # Only the columns survive: the pickled tree is freed here, while the GC is still paused, so the
@@ -942,16 +533,16 @@ def _materialize(value: Any, memo: dict[int, Any]) -> Any:
         result: Any = {_materialize(k, memo): _materialize(v, memo) for k, v in value.items()}
     elif kind in (list, tuple, set, frozenset):
         result = kind(_materialize(item, memo) for item in value)
-    elif kind is _RawArray:
-        result = _raw_to_array(value)
-    elif kind is _UnpickledArray and value.dtype.hasobject:
+    elif kind is RawArray:
+        result = raw_to_array(value)
+    elif kind is UnpickledArray and value.dtype.hasobject:
         items = np.empty(value.size, object)
         for position, item in enumerate(value.flat):
             items[position] = _materialize(item, memo)  # stored as is, even lists and arrays
         result = items.reshape(value.shape)
-    elif kind is _UnpickledArray:
+    elif kind is UnpickledArray:
         result = value.view(np.ndarray)
-    elif kind is _DtypeSpec:
+    elif kind is DtypeSpec:
         result = value.resolve()
     else:
         result = value
@@ -972,12 +563,12 @@ def load_run(data: bytes, name: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> P
     try:
         metadata = _materialize(header.metadata, memo)
         infos = [_materialize(info, memo) if info else info for info in columns.infos]
-    except _Refused as exc:
+    except Refused as exc:
         raise UnsafePickleError(name, exc.global_name, exc.why) from None
-    except _Malformed as exc:  # not reached: _decode checked every array of metadata and infos
+    except Malformed as exc:  # not reached: _decode checked every array of metadata and infos
         raise RunFormatError(name, f"metadata or info: {exc.why}") from None
     except TypeError as exc:  # e.g. a metadata key that is an array once rebuilt
-        raise RunFormatError(name, f"metadata or info cannot be rebuilt ({_short(str(exc))})") from None
+        raise RunFormatError(name, f"metadata or info cannot be rebuilt ({short(str(exc))})") from None
     observations = zip(*columns.components, strict=True)
     samples = list(
         zip(
@@ -1007,8 +598,8 @@ def load_run(data: bytes, name: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> P
 def _json_default(value: Any) -> Any:
     """What orjson cannot write itself: the unpickler's stand-ins, non-contiguous arrays, bytes, sets."""
     kind = type(value)
-    if kind is _RawArray:
-        return _raw_to_array(value)
+    if kind is RawArray:
+        return raw_to_array(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -1019,7 +610,7 @@ def _json_default(value: Any) -> Any:
         return sorted(value, key=lambda item: (type(item).__name__, repr(item)))  # deterministic
     if kind is complex:
         return [value.real, value.imag]
-    if kind is _DtypeSpec:
+    if kind is DtypeSpec:
         return str(value.resolve())
     return repr(value)
 
@@ -1031,13 +622,13 @@ def _info_to_json(info: dict[Any, Any]) -> str:
     try:
         return orjson.dumps(info, default=_json_default, option=_ORJSON_OPTIONS).decode()
     except orjson.JSONEncodeError as exc:
-        if isinstance(exc.__cause__, _Refused | _Malformed):
+        if isinstance(exc.__cause__, Refused | Malformed):
             raise exc.__cause__ from None
         # Past orjson's limits (ints beyond 64 bits, tuple keys, deep nesting): the stdlib decides.
     try:
         return json.dumps(info, default=_json_default, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise _Malformed(f"info cannot be written as JSON ({_short(str(exc))})") from None
+        raise Malformed(f"info cannot be written as JSON ({short(str(exc))})") from None
 
 
 def _repeat(value: Any, type_: pa.DataType, n: int) -> pa.Array:
