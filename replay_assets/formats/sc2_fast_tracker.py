@@ -141,59 +141,18 @@ def _value(buf: bytes, pos: int, typeid: int, kinds: list[tuple[int, str, Any]])
     if got != expected:
         raise TrackerDecodeError(f"expected {kind} (kind byte {expected}) at byte {pos}, found {got}")
     pos += 1
-    if got == 9:  # varint: inlined, it is most of the values
-        b = buf[pos]
-        pos += 1
-        value = (b >> 1) & 0x3F
-        negative = b & 1
-        shift = 6
-        while b & 0x80:
-            b = buf[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            shift += 7
-        return (-value if negative else value), pos
+    if got == 9:
+        return _vint(buf, pos)
     if got == 5:
         n, pos = _vint(buf, pos)
         result: dict[str, Any] = {}
         for _ in range(n):
-            b = buf[pos]
-            if b & 0x80:
-                tag, pos = _vint(buf, pos)
-            else:
-                tag = -(b >> 1) if b & 1 else b >> 1
-                pos += 1
+            tag, pos = _vint(buf, pos)
             field = extra.get(tag)
             if field is None:
                 pos = _skip(buf, pos)
                 continue
             name, child = field
-            got = buf[pos]
-            if got == 9 and kinds[child][0] == 9:  # an int field: inlined, most fields are
-                b = buf[pos + 1]
-                pos += 2
-                value = (b >> 1) & 0x3F
-                negative = b & 1
-                shift = 6
-                while b & 0x80:
-                    b = buf[pos]
-                    pos += 1
-                    value |= (b & 0x7F) << shift
-                    shift += 7
-                result[name] = -value if negative else value
-                continue
-            if got == 2 and kinds[child][0] == 2 and buf[pos + 1] < 0x80:  # a short blob (a type name)
-                n = buf[pos + 1] >> 1  # a one-byte varint, never negative for a length
-                pos += 2
-                if pos + n > len(buf):
-                    raise TrackerDecodeError(f"blob of {n} bytes at byte {pos} runs past the end")
-                result[name] = buf[pos : pos + n]
-                pos += n
-                continue
-            if got == 4 and buf[pos + 1] == 0 and kinds[child][0] == 4:  # an absent optional
-                result[name] = None
-                pos += 2
-                continue
             value, pos = _value(buf, pos, child, kinds)
             if name == "__parent":
                 if isinstance(value, dict):
