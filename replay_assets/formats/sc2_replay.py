@@ -63,6 +63,8 @@ __all__ = [
     "invalid_metadata_row",
     "open_replay",
     "replay_metadata",
+    "split_player_name",
+    "text",
 ]
 
 LOOPS_PER_SECOND = 22.4  # game loops per real second at the Faster speed ladder games use
@@ -232,7 +234,8 @@ def open_replay(data: bytes, uri: str) -> Sc2Replay:
     return Sc2Replay(uri, archive, base_build, game_version, game_loops, protocol, decoder_build, exact)
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A recorded string as text: replays store UTF-8 bytes (invalid bytes become U+FFFD)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
@@ -261,13 +264,13 @@ def _players(details: dict[str, Any], slots: list[dict[str, Any]]) -> list[Sc2Pl
             slot = slots[index]
         is_human = entry.get("m_control") == 2
         user_id = slot.get("m_userId") if (slot is not None and is_human) else None
-        name, clan_tag = split_player_name(_text(entry.get("m_name", b"")))
+        name, clan_tag = split_player_name(text(entry.get("m_name", b"")))
         players.append(
             Sc2Player(
                 player_id=index + 1,
                 name=name,
                 clan_tag=clan_tag,
-                race=_text(entry.get("m_race", b"")),
+                race=text(entry.get("m_race", b"")),
                 result=_RESULTS.get(entry.get("m_result"), "Undecided"),
                 team_id=int(entry.get("m_teamId") or 0),
                 is_human=is_human,
@@ -378,7 +381,7 @@ def _metadata_players(replay: Sc2Replay, row: dict[str, Any], reasons: list[str]
     except Sc2ReplayError as exc:
         reasons.append(exc.reason)
         return None
-    row["map_name"] = _text(details.get("m_title", b"")) or None
+    row["map_name"] = text(details.get("m_title", b"")) or None
     if details.get("m_timeUTC"):
         row["played_at"] = filetime_to_utc(int(details["m_timeUTC"]))
     players = replay.players()

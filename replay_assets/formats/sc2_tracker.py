@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from replay_assets.formats.sc2_fast_tracker import TrackerDecodeError, decode_tracker_events
-from replay_assets.formats.sc2_replay import ReplaySource, Sc2ReplayError, open_replay
+from replay_assets.formats.sc2_replay import ReplaySource, Sc2ReplayError, open_replay, text
 from replay_assets.formats.schemas import SC2_GROUND_TRUTH_FRAMES, SC2_UNIT
 
 __all__ = [
@@ -75,10 +75,6 @@ class TrackerState:
     deaths: np.ndarray  # (n, 3) int64: loop, owner, tag, in death order
     stats: dict[int, np.ndarray]  # player_id -> (n, 6) int64: loop, minerals, vespene, used, made, workers
     upgrades: dict[int, list[tuple[int, str]]]  # player_id -> (loop, name) in event order
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def replay_tracker_state(
@@ -132,9 +128,9 @@ def replay_tracker_state(
                     )
         elif eid == 5:  # SUpgradeEvent
             if e["m_playerId"] in players:
-                upgrades[e["m_playerId"]].append((loop, _text(e["m_upgradeTypeName"])))
+                upgrades[e["m_playerId"]].append((loop, text(e["m_upgradeTypeName"])))
         elif eid in (1, 6):  # SUnitBornEvent / SUnitInitEvent
-            name = _text(e["m_unitTypeName"])
+            name = text(e["m_unitTypeName"])
             if name.startswith(_UI_MARKERS):
                 continue
             tag = (e["m_unitTagIndex"] << 18) + e["m_unitTagRecycle"]
@@ -143,7 +139,7 @@ def replay_tracker_state(
                 close(tag, old, loop)
             live[tag] = [
                 e["m_controlPlayerId"],
-                _text(e["m_unitTypeName"]),
+                name,
                 eid == 1,
                 e["m_x"],
                 e["m_y"],
@@ -169,7 +165,7 @@ def replay_tracker_state(
             elif eid == 3:  # SUnitOwnerChangeEvent
                 unit[0] = e["m_controlPlayerId"]
             elif eid == 4:  # SUnitTypeChangeEvent
-                unit[1] = _text(e["m_unitTypeName"])
+                unit[1] = text(e["m_unitTypeName"])
             else:  # SUnitDoneEvent
                 unit[2] = True
     for tag, unit in live.items():
