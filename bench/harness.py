@@ -53,18 +53,32 @@ def quiesce() -> None:
     gc.freeze()
 
 
-def time_interleaved(cases: dict[str, Case], repeats: int) -> dict[str, Timing]:
+def time_interleaved(
+    cases: dict[str, Case],
+    repeats: int,
+    *,
+    before_each: Callable[[], object] | None = None,
+    slow_case: tuple[str, float] | None = None,
+) -> dict[str, Timing]:
     """Each case once per round, ``repeats`` rounds, after one untimed warm-up per case.
 
     A warm-up may be smaller than the timed run: it only has to pay the one-time costs, and the
-    baseline at full size would cost as much as a whole round.
+    baseline at full size would cost as much as a whole round. ``before_each`` runs untimed before
+    every timed call (e.g. ``os.sync``, so no case pays for another's dirty pages). ``slow_case`` =
+    (name, seconds): that case runs only in the first and last rounds once its first run took longer
+    than that; two samples still show how much one run can vary.
     """
     for case in cases.values():
         case.warmup()
     seconds: dict[str, list[float]] = {name: [] for name in cases}
     samples: dict[str, int] = {}
-    for _ in range(repeats):
+    for round_ in range(repeats):
         for name, case in cases.items():
+            middle_round = 0 < round_ < repeats - 1
+            if middle_round and slow_case and name == slow_case[0] and seconds[name][0] > slow_case[1]:
+                continue
+            if before_each is not None:
+                before_each()
             quiesce()
             started = time.perf_counter()
             samples[name] = case.run()

@@ -37,7 +37,8 @@ Timings are median [min..max] of interleaved rounds (``--repeats`` for lidar, ``
 short, disk-bound image cases, ``--tick-repeats`` for ticks) after an untimed warm-up (one file per import
 case), with an untimed ``os.sync()`` before every call so that no case pays for the writeback of the
 baseline's unsynced ``data.pkl``; ratios are against the baseline measured in the same run. Helpers
-(``Case``, ``Timing``, ``Peak``, ``quiesce``, RSS readers) come from ``bench/metta.py``.
+(``Case``, ``Timing``, ``Peak``, ``quiesce``, ``time_interleaved``, RSS readers) come from
+``bench/harness.py``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from harness import (  # bench/harness.py
     Peak,
     Timing,
     maxrss_mib,
-    quiesce,
+    time_interleaved,
     timing_header,
     timing_row,
     verdict,
@@ -314,22 +315,11 @@ def output_sizes(layout: str, out: Path) -> str:
     return f"{LAYOUT_NAMES[layout]}: data.pkl {pkl:.1f} MB, Parquet {parquet:.1f} MB"
 
 
-def time_settled(cases: dict[str, Case], repeats: int) -> dict[str, Timing]:
-    """``metta.time_interleaved`` plus an untimed ``os.sync()`` before every call: the baseline does not
-    fsync its data.pkl (the original did not), and without the sync the next case, whichever it is, would
-    pay for writing those dirty pages back. The baseline's own writeback stays untimed, to its advantage."""
-    for case in cases.values():
-        case.warmup()
-    seconds: dict[str, list[float]] = {name: [] for name in cases}
-    samples: dict[str, int] = {}
-    for _ in range(repeats):
-        for name, case in cases.items():
-            os.sync()
-            quiesce()
-            started = time.perf_counter()
-            samples[name] = case.run()
-            seconds[name].append(time.perf_counter() - started)
-    return {name: Timing(tuple(values), samples[name]) for name, values in seconds.items()}
+def settled(cases: dict[str, Case], repeats: int) -> dict[str, Timing]:
+    """``time_interleaved`` with an untimed ``os.sync()`` before every call: the baseline does not fsync
+    its data.pkl (the original did not), and without the sync the next case, whichever it is, would pay
+    for writing those dirty pages back. The baseline's own writeback stays untimed, to its advantage."""
+    return time_interleaved(cases, repeats, before_each=os.sync)
 
 
 def bench_import(runs: dict[str, list[RunFile]], root: Path, repeats: dict[str, int]) -> dict[str, Timing]:
@@ -345,7 +335,7 @@ def bench_import(runs: dict[str, list[RunFile]], root: Path, repeats: dict[str, 
     out.mkdir()
     timings: dict[str, Timing] = {}
     for layout, files in runs.items():
-        timings.update(time_settled(import_cases(layout, files, out), repeats[layout]))
+        timings.update(settled(import_cases(layout, files, out), repeats[layout]))
         check_outputs(layout, files, out)
     print(f"{timing_header('import')}  pickles in")
     for layout, files in runs.items():
@@ -507,8 +497,8 @@ class TickTiming:
 
 
 def time_ticks(cases: dict[str, Callable[[], int]], repeats: int) -> dict[str, TickTiming]:
-    """``time_settled`` over the tick cases, each warmed up by one untimed call of itself."""
-    timings = time_settled({name: Case(run, run) for name, run in cases.items()}, repeats)
+    """``settled`` over the tick cases, each warmed up by one untimed call of itself."""
+    timings = settled({name: Case(run, run) for name, run in cases.items()}, repeats)
     return {name: TickTiming(name, t.seconds, t.samples) for name, t in timings.items()}
 
 

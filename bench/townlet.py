@@ -27,7 +27,8 @@ episodes record q-values, epsilon and masks, the rest one of the real optional-f
 Timings are medians [min..max] of ``--repeats`` interleaved rounds after an untimed warm-up (Dagster on a
 20-recording zone, the baseline on 20 files); when one baseline run takes over 60 s it runs only in the
 first and the last round (two samples, labelled so): every round of it would double the benchmark's time.
-Helpers (``Case``, ``Timing``, ``Peak``, ``quiesce``, RSS readers) come from ``bench/metta.py``.
+Helpers (``Case``, ``Timing``, ``Peak``, ``quiesce``, ``time_interleaved``, RSS readers) come from
+``bench/harness.py``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from harness import Case, Peak, Timing, maxrss_mib, quiesce, verdict, vmhwm_mib  # bench/harness.py
+from harness import (  # bench/harness.py
+    Case,
+    Peak,
+    Timing,
+    maxrss_mib,
+    quiesce,
+    time_interleaved,
+    verdict,
+    vmhwm_mib,
+)
 
 from replay_assets.sample_data.townlet import TownletEpisode, write_townlet_checkpoint
 
@@ -267,25 +277,6 @@ def producer_run(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Timing: interleaved rounds after a warm-up; a slow baseline is timed in the first and last rounds
-
-
-def time_rounds(cases: dict[str, Case], repeats: int, slow: float) -> dict[str, Timing]:
-    """Like ``metta.time_interleaved``, except that ``BASELINE`` runs only in the first and last rounds when
-    its first run took more than ``slow`` seconds: two samples still show how much one run can vary."""
-    for case in cases.values():
-        case.warmup()
-    seconds: dict[str, list[float]] = {name: [] for name in cases}
-    steps: dict[str, int] = {}
-    for round_ in range(repeats):
-        for name, case in cases.items():
-            if 0 < round_ < repeats - 1 and name == BASELINE and seconds[name][0] > slow:
-                continue
-            quiesce()
-            started = time.perf_counter()
-            steps[name] = case.run()
-            seconds[name].append(time.perf_counter() - started)
-    return {name: Timing(tuple(values), steps[name]) for name, values in seconds.items()}
 
 
 def timing_header(first: str) -> str:
@@ -366,7 +357,7 @@ def bench_materialization(landing: Landing, root: Path, repeats: int) -> tuple[d
     )
     cases = materialization_cases(landing, root)
     listing = time_listing(landing, root)
-    timings = time_rounds(cases, repeats, BASELINE_REPEAT_LIMIT)
+    timings = time_interleaved(cases, repeats, slow_case=(BASELINE, BASELINE_REPEAT_LIMIT))
     check_materialization(timings, landing, root)
     baseline = timings[BASELINE]
     print(timing_header("run"))
