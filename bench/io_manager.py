@@ -116,7 +116,7 @@ def bench_assets(data: Callable[[], Any]) -> tuple[Any, Any]:
 def _materialize(assets: list[Any], warehouse: str) -> None:
     from dagster import DagsterInstance, materialize
 
-    from replay_assets.io.parquet_io_manager import PartitionedParquetIOManager
+    from replay_assets.warehouse.io_manager import PartitionedParquetIOManager
 
     materialize(
         assets,
@@ -207,7 +207,7 @@ def throughput_row(label: str, timing: Timing, nbytes: int, baseline: Timing) ->
 def write_cases(table: pa.Table, root: Path) -> dict[str, Callable[[], object]]:
     from upath import UPath
 
-    from replay_assets.io.parquet_files import write_parquet
+    from replay_assets.warehouse.parquet import write_parquet
 
     tiny = table.slice(0, 1)
     return {
@@ -222,7 +222,7 @@ def write_cases(table: pa.Table, root: Path) -> dict[str, Callable[[], object]]:
 def read_cases(root: Path) -> dict[str, Callable[[], object]]:
     from upath import UPath
 
-    from replay_assets.io.parquet_files import read_parquet
+    from replay_assets.warehouse.parquet import read_parquet
 
     io_file = UPath(partition_path(str(root / "wh"), "bench_rows"))
     return {
@@ -299,7 +299,7 @@ def _memory_variant(variant: str, rows: int, out_dir: str) -> Callable[[], objec
         return lambda: pq.write_table(materialized_table(rows), out / "plain.parquet")
     from upath import UPath
 
-    from replay_assets.io.parquet_files import write_parquet
+    from replay_assets.warehouse.parquet import write_parquet
 
     if variant == "raw_stream":
         return lambda: write_parquet(UPath(out / "raw.parquet"), generated_reader(rows))
@@ -402,7 +402,7 @@ def run_cli(partition_args: list[str], root: Path) -> None:
 
 def prepare_cli_root(root: Path, days: int) -> str:
     """Demo landing zone for ``days`` days and a DAGSTER_HOME using the project's dagster.yaml."""
-    from replay_assets.sample_data.landing import write_sample_landing_zone
+    from replay_assets.landing.sample import write_sample_landing_zone
 
     counts = write_sample_landing_zone(root / "landing", days=days, end_date=CLI_END_DATE, seed=0)
     (root / "home").mkdir()

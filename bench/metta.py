@@ -121,7 +121,7 @@ def copies_for(samples: int, per_set: int) -> int:
 
 def partition_path(warehouse: Path, day: dt.date) -> Path:
     """The file the IO manager would write for ``day``: the layout every reader expects."""
-    from replay_assets.layout import partition_file, warehouse_root
+    from replay_assets.warehouse.layout import partition_file, warehouse_root
 
     return Path(partition_file(warehouse_root(str(warehouse)), ASSET_KEY, day.isoformat()).path)
 
@@ -193,8 +193,8 @@ def original_mine_day(replays: Sequence[bytes], path: Path) -> int:
 
 def ours_day_reader(replays: Sequence[Replay]) -> pa.RecordBatchReader:
     """The day's batches, one replay buffered at a time as the asset does (no half episode on error)."""
-    from replay_assets.formats.metta import ReplaySource, read_metta_samples
-    from replay_assets.formats.schemas import METTA_ACTION_SAMPLES
+    from replay_assets.sources.metta.read import ReplaySource, read_metta_samples
+    from replay_assets.sources.metta.schema import METTA_ACTION_SAMPLES
 
     def batches() -> Iterator[pa.RecordBatch]:
         for r in replays:
@@ -207,7 +207,7 @@ def ours_day_reader(replays: Sequence[Replay]) -> pa.RecordBatchReader:
 def ours_mine_day(replays: Sequence[Replay], path: Path) -> int:
     from upath import UPath
 
-    from replay_assets.io.parquet_files import write_parquet
+    from replay_assets.warehouse.parquet import write_parquet
 
     return write_parquet(UPath(path), ours_day_reader(replays)).row_count
 
@@ -240,9 +240,9 @@ class DagsterRun:
     def __init__(self, replays: Sequence[Replay], root: Path) -> None:
         from dagster import DagsterInstance, materialize
 
-        from replay_assets.assets.listings import raw_replay_listings
-        from replay_assets.config import Settings
         from replay_assets.definitions import build_resources
+        from replay_assets.landing.assets import raw_replay_listings
+        from replay_assets.settings import Settings
 
         write_landing(replays, root / "landing")
         self.warehouse = root / "wh_dagster"
@@ -267,8 +267,8 @@ class DagsterRun:
     def __call__(self) -> int:
         from dagster import materialize
 
-        from replay_assets.assets.listings import raw_replay_listings
-        from replay_assets.assets.metta import metta_action_samples
+        from replay_assets.landing.assets import raw_replay_listings
+        from replay_assets.sources.metta.assets import metta_action_samples
 
         result = materialize(
             [metta_action_samples, raw_replay_listings.to_source_asset()],
@@ -308,7 +308,7 @@ class Setup:
 
 
 def count_ours(files: dict[str, bytes]) -> int:
-    from replay_assets.formats.metta import ReplaySource, read_metta_samples
+    from replay_assets.sources.metta.read import ReplaySource, read_metta_samples
 
     source = ReplaySource(DAYS[0], "file:///count", "0" * 64, "count.json.z")
     return sum(b.num_rows for data in files.values() for b in read_metta_samples(data, source))
@@ -427,8 +427,8 @@ def _memory_work(variant: str, copies: int, out: Path) -> Callable[[], int]:
         return lambda: original_mine_day([r.data for r in replays], out / "original.parquet")
     import upath  # noqa: F401
 
-    import replay_assets.formats.metta
-    import replay_assets.io.parquet_files  # noqa: F401
+    import replay_assets.sources.metta.read
+    import replay_assets.warehouse.parquet  # noqa: F401
 
     replays = replay_copies(read_files([V1_NAME] if variant == "ours_v1" else V2_NAMES), copies, DAYS[:1])
     return lambda: ours_mine_day(replays, out / "ours.parquet")
@@ -518,7 +518,7 @@ def paused(work: Callable[[], int]) -> int:
 def bench_decode() -> None:
     import orjson
 
-    from replay_assets.formats.metta import ReplaySource, read_metta_samples
+    from replay_assets.sources.metta.read import ReplaySource, read_metta_samples
 
     data = read_files(["dinky7"])["dinky7"]
     text = zlib.decompress(data)
@@ -579,7 +579,7 @@ def original_loader(warehouse: Path) -> Any:
     """DuckDB ``connect()``, ``SELECT *`` to pandas, the map-style dataset, a shuffling DataLoader."""
     from torch.utils.data import DataLoader
 
-    from replay_assets.datasets.sql import connect
+    from replay_assets.warehouse.sql import connect
 
     frame = connect(str(warehouse)).sql(f"SELECT * FROM {ASSET_KEY}").df()
     return DataLoader(
@@ -590,7 +590,7 @@ def original_loader(warehouse: Path) -> Any:
 def dataset_loader(warehouse: Path) -> Any:
     from torch.utils.data import DataLoader
 
-    from replay_assets.datasets.metta import ReplayDataset
+    from replay_assets.sources.metta.load import ReplayDataset
 
     return DataLoader(ReplayDataset(base_path=str(warehouse)), batch_size=BATCH_SIZE, shuffle=True)
 
@@ -598,7 +598,7 @@ def dataset_loader(warehouse: Path) -> Any:
 def stream_loader(warehouse: Path) -> Any:
     from torch.utils.data import DataLoader
 
-    from replay_assets.datasets.metta import MettaSampleStream
+    from replay_assets.sources.metta.load import MettaSampleStream
 
     stream = MettaSampleStream(
         base_path=str(warehouse), batch_size=BATCH_SIZE, shuffle_buffer=SHUFFLE_BUFFER, seed=0

@@ -37,10 +37,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from replay_assets.formats.sc2_jobs import ReplayJob, metadata_job, tracker_state_job  # noqa: E402
-from replay_assets.formats.sc2_parallel import decode_in_processes  # noqa: E402
-from replay_assets.formats.sc2_replay import ReplaySource, ValidityRules  # noqa: E402
-from replay_assets.formats.sc2_tracker import TrackerState, state_frames  # noqa: E402
+from replay_assets.sources.sc2.jobs import ReplayJob, metadata_job, tracker_state_job  # noqa: E402
+from replay_assets.sources.sc2.replay import ReplaySource, ValidityRules  # noqa: E402
+from replay_assets.sources.sc2.tracker import TrackerState, state_frames  # noqa: E402
+from replay_assets.util.process_map import decode_in_processes  # noqa: E402
 
 SC2_DIR = REPO_ROOT.parent / "shared" / "data" / "sc2"
 STEP_MUL = 8

@@ -115,7 +115,7 @@ def run_name(k: int) -> str:
 
 def write_run(folder: Path, k: int, layout: str, samples: int) -> RunFile:
     """One run file named by its run id, as the recorder names them; seeded by ``k`` (reproducible)."""
-    from replay_assets.sample_data.tmrl import tmrl_player_run_bytes
+    from replay_assets.sources.tmrl.sample import tmrl_player_run_bytes
 
     name = run_name(k)
     recorded_at = dt.datetime.strptime(name[:15], "%Y%m%d_%H%M%S").replace(tzinfo=dt.UTC)
@@ -222,7 +222,7 @@ def original_import(files: Sequence[RunFile], layout: str, out: Path) -> int:
 
 def ours_reader(files: Sequence[RunFile]) -> pa.RecordBatchReader:
     """Each file read, hashed and decoded whole before its batches go on (no half run on error)."""
-    from replay_assets.formats.tmrl import TMRL_DEMO_BUFFERS, RunSource, run_batches
+    from replay_assets.sources.tmrl.read import TMRL_DEMO_BUFFERS, RunSource, run_batches
 
     def batches() -> Iterator[pa.RecordBatch]:
         for file in files:
@@ -241,7 +241,7 @@ def ours_decode_only(files: Sequence[RunFile]) -> int:
 def ours_import(files: Sequence[RunFile], out: Path) -> int:
     from upath import UPath
 
-    from replay_assets.io.parquet_files import write_parquet
+    from replay_assets.warehouse.parquet import write_parquet
 
     return write_parquet(UPath(out), ours_reader(files)).row_count
 
@@ -361,8 +361,8 @@ def _memory_work(side: str, layout: str, files: Sequence[RunFile], out: Path) ->
         return lambda: original_import(files, layout, out / "data.pkl")
     import upath  # noqa: F401
 
-    import replay_assets.formats.tmrl
-    import replay_assets.io.parquet_files  # noqa: F401
+    import replay_assets.sources.tmrl.read
+    import replay_assets.warehouse.parquet  # noqa: F401
 
     return lambda: ours_import(files, out / "ours.parquet")
 
@@ -433,7 +433,7 @@ class SensorRig:
         """One evaluation as the daemon makes it: a fresh context holding the stored cursor."""
         from dagster import build_sensor_context
 
-        from replay_assets.automation.player_runs import evaluate_tick
+        from replay_assets.sources.tmrl.sensor import evaluate_tick
 
         context = build_sensor_context(instance=self.instance, cursor=cursor)
         return evaluate_tick(context, self.backend, self.settings)
@@ -442,8 +442,8 @@ class SensorRig:
 def make_rig(landing: Path) -> SensorRig:
     from dagster import DagsterInstance
 
-    from replay_assets.config import PlayerRunsSettings
     from replay_assets.landing.backends import LocalLanding
+    from replay_assets.settings import PlayerRunsSettings
 
     settings = PlayerRunsSettings(CONSUME_ON_READ=False, MAX_FILES_PER_UPDATE=NEW_FILES)
     return SensorRig(DagsterInstance.ephemeral(), LocalLanding(landing), settings)
@@ -452,7 +452,7 @@ def make_rig(landing: Path) -> SensorRig:
 def seen_cursor(rig: SensorRig) -> str:
     """Every listed run seen, nothing pending: the state after each earlier run stored its file (see the
     module docstring). ``_stamp`` is the sensor's own, so a stamp cannot drift from what a tick compares."""
-    from replay_assets.automation.player_runs import InjectionCursor, _stamp
+    from replay_assets.sources.tmrl.sensor import InjectionCursor, _stamp
 
     files = rig.backend.list_files(SOURCE_PATH)
     return InjectionCursor(seen={f.relative_path: _stamp(f) for f in files}).dump()
@@ -461,7 +461,7 @@ def seen_cursor(rig: SensorRig) -> str:
 def check_cursor(rig: SensorRig, cursor: str) -> float:
     """A real tick from an empty cursor validates ``MAX_FILES_PER_UPDATE`` files and records for them the
     stamps our constructed cursor holds; returns its seconds (the process's first tick: cold)."""
-    from replay_assets.automation.player_runs import InjectionCursor
+    from replay_assets.sources.tmrl.sensor import InjectionCursor
 
     # An empty cursor logs the SOURCE_PATH line to a console handler made per context: not ours to show.
     with contextlib.redirect_stderr(io.StringIO()):

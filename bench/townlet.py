@@ -63,7 +63,7 @@ from harness import (  # bench/harness.py
     vmhwm_mib,
 )
 
-from replay_assets.sample_data.townlet import TownletEpisode, write_townlet_checkpoint
+from replay_assets.sources.townlet.sample import TownletEpisode, write_townlet_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = "checkpoints_bench"
@@ -159,10 +159,10 @@ def materialize_assets(
     """One run of the named assets (``listings_source``: the listing as a source asset), fresh instance."""
     from dagster import DagsterInstance, materialize
 
-    from replay_assets.assets.listings import raw_replay_listings
-    from replay_assets.assets.townlet import townlet_episode_steps, townlet_recordings_index
-    from replay_assets.config import Settings
     from replay_assets.definitions import build_resources
+    from replay_assets.landing.assets import raw_replay_listings
+    from replay_assets.settings import Settings
+    from replay_assets.sources.townlet.assets import townlet_episode_steps, townlet_recordings_index
 
     assets = {
         "listings": raw_replay_listings,
@@ -454,11 +454,11 @@ def load_breakdown(warehouse: Path, ids: Sequence[int], warm_id: int) -> dict[st
     """Where a load's time goes, phase by phase, on a fresh loader warmed like the timed one.
 
     Calls ``load``'s own steps (private: ``_index``, ``_steps_file``; internal: ``StepsFile.read_episode``,
-    ``step_arrays`` in ``datasets/townlet_files.py``), so a changed ``datasets/townlet.py`` or
+    ``step_arrays`` in ``sources/townlet/load_files.py``), so a changed ``sources/townlet/load.py`` or
     ``townlet_files.py`` may need this updated; nothing else uses them.
     """
     from replay_assets.datasets import townlet
-    from replay_assets.datasets.townlet_files import step_arrays
+    from replay_assets.sources.townlet.load_files import step_arrays
 
     recordings = townlet.TownletRecordings(str(warehouse))
     recordings.load(warm_id)
@@ -516,7 +516,7 @@ class RowGroups:
 def row_groups(warehouse: Path, ids: Sequence[int]) -> RowGroups:
     import numpy as np
 
-    from replay_assets.datasets.townlet import STEP_COLUMNS
+    from replay_assets.sources.townlet.load import STEP_COLUMNS
 
     ends: dict[int, int] = {}
     files = sorted((warehouse / STEPS_KEY).glob("date=*/*.parquet"))
@@ -568,7 +568,7 @@ def load_ids(landing: Landing, loads: int) -> tuple[int, list[int]]:
 
 def in_process_loads(landing: Landing, warehouse: Path, loads: int) -> list[float]:
     """The same first loads in this process, after the materialization section (for comparison only)."""
-    from replay_assets.datasets.townlet import TownletRecordings
+    from replay_assets.sources.townlet.load import TownletRecordings
 
     warm_id, ids = load_ids(landing, loads)
     with TownletRecordings(str(warehouse)) as recordings:
@@ -580,7 +580,7 @@ def in_process_loads(landing: Landing, warehouse: Path, loads: int) -> list[floa
 def load_child(landing: Landing, warehouse: str, loads: int) -> LoadResult:
     """Section 3 in a fresh process, as a viewer or trainer would load, rather than in one that has just
     built and freed the baseline's millions of dicts; ``in_process_loads`` gives the latter to compare."""
-    from replay_assets.datasets.townlet import TownletRecordings
+    from replay_assets.sources.townlet.load import TownletRecordings
 
     warm_id, ids = load_ids(landing, loads)
     recordings = TownletRecordings(warehouse)

@@ -15,8 +15,8 @@ from replay_assets.errors import ReplayAssetsError
 if TYPE_CHECKING:
     import duckdb
 
-    from replay_assets.config import Settings
     from replay_assets.landing.backends import LandingBackend
+    from replay_assets.settings import Settings
 
 
 def _date(text: str) -> dt.date:
@@ -27,8 +27,8 @@ def _date(text: str) -> dt.date:
 
 
 def _cmd_sample_data(args: argparse.Namespace) -> int:
-    from replay_assets.backfill import yesterday_utc
-    from replay_assets.sample_data.landing import write_sample_landing_zone
+    from replay_assets.automation.backfill import yesterday_utc
+    from replay_assets.landing.sample import write_sample_landing_zone
 
     end = args.end_date or yesterday_utc()
     counts = write_sample_landing_zone(Path(args.dir), days=args.days, end_date=end, seed=args.seed)
@@ -38,7 +38,7 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from replay_assets.datasets.sql import connect
+    from replay_assets.warehouse.sql import connect
 
     conn = connect(args.warehouse)
     relation = conn.sql(args.sql)
@@ -63,8 +63,8 @@ def _print_csv(relation: duckdb.DuckDBPyRelation) -> None:
 def _backend(settings: Settings) -> LandingBackend:
     from dagster_aws.s3 import S3Resource
 
-    from replay_assets.config import aws_region
     from replay_assets.landing.backends import open_landing
+    from replay_assets.settings import aws_region
 
     return open_landing(settings.landing_uri, S3Resource(region_name=aws_region()).get_client)
 
@@ -72,9 +72,9 @@ def _backend(settings: Settings) -> LandingBackend:
 def _run_backfill(
     start: dt.date | None, end: dt.date | None, select: Sequence[str] | None, webserver: str | None
 ) -> str:
-    from replay_assets import backfill
-    from replay_assets.config import Settings
+    from replay_assets.automation import backfill
     from replay_assets.definitions import defs
+    from replay_assets.settings import Settings
 
     settings = Settings.from_env()
     days = backfill.plan_range(
@@ -104,12 +104,12 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from replay_assets.backfill import yesterday_utc
-    from replay_assets.config import Settings
-    from replay_assets.datasets.sql import connect
-    from replay_assets.datasets.warehouse import available_partitions
-    from replay_assets.layout import warehouse_root
-    from replay_assets.sample_data.landing import SAMPLE_MARKER, write_sample_landing_zone
+    from replay_assets.automation.backfill import yesterday_utc
+    from replay_assets.landing.sample import SAMPLE_MARKER, write_sample_landing_zone
+    from replay_assets.settings import Settings
+    from replay_assets.warehouse.layout import warehouse_root
+    from replay_assets.warehouse.selection import available_partitions
+    from replay_assets.warehouse.sql import connect
 
     settings = Settings.from_env()
     if "://" in settings.landing_uri:
@@ -140,7 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_tmrl(args: argparse.Namespace) -> int:
-    from replay_assets.datasets.tmrl_export import export_tmrl_memory
+    from replay_assets.sources.tmrl.export import export_tmrl_memory
 
     summary = export_tmrl_memory(
         Path(args.out),

@@ -5,18 +5,16 @@ from __future__ import annotations
 from dagster import Definitions
 from dagster_aws.s3 import S3Resource
 
-from replay_assets.assets.listings import raw_replay_listings
-from replay_assets.assets.metta import metta_action_samples
-from replay_assets.assets.sc2 import sc2_ground_truth_frames, sc2_replay_metadata
-from replay_assets.assets.tmrl import tmrl_demo_buffers
-from replay_assets.assets.townlet import townlet_episode_steps, townlet_recordings_index
-from replay_assets.automation.player_runs import player_runs_sensor
 from replay_assets.automation.schedules import daily_replay_job, daily_replay_schedule
-from replay_assets.config import Settings, aws_region
-from replay_assets.io.parquet_io_manager import PartitionedParquetIOManager
-from replay_assets.resources.replay_store import ReplayStore
-from replay_assets.resources.sc2_engine import Sc2Engine
-from replay_assets.resources.warehouse_sql import WarehouseDuckDB
+from replay_assets.landing.assets import raw_replay_listings
+from replay_assets.pipeline.resources import ReplayStore, WarehouseDuckDB
+from replay_assets.settings import Settings, aws_region
+from replay_assets.sources.metta.assets import metta_action_samples
+from replay_assets.sources.sc2.assets import Sc2Engine, sc2_ground_truth_frames, sc2_replay_metadata
+from replay_assets.sources.tmrl.assets import tmrl_demo_buffers
+from replay_assets.sources.tmrl.sensor import player_runs_sensor
+from replay_assets.sources.townlet.assets import townlet_episode_steps, townlet_recordings_index
+from replay_assets.warehouse.io_manager import PartitionedParquetIOManager
 
 ASSETS = [
     raw_replay_listings,

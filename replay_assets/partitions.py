@@ -6,7 +6,7 @@ import datetime as dt
 
 from dagster import DailyPartitionsDefinition
 
-from replay_assets.config import Settings
+from replay_assets.settings import Settings
 
 
 def daily_partitions(start: dt.date, include_today: bool = False) -> DailyPartitionsDefinition:

@@ -23,32 +23,32 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "ReplayDataset": "replay_assets.datasets.metta",
-    "MettaSampleStream": "replay_assets.datasets.metta",
-    "connect": "replay_assets.datasets.sql",
-    "parse_filters": "replay_assets.datasets.filters",
-    "filters_sql": "replay_assets.datasets.filters",
-    "filters_expression": "replay_assets.datasets.filters",
-    "FilterError": "replay_assets.datasets.filters",
-    "MissingPartitionsError": "replay_assets.datasets.warehouse",
-    "MissingPartitionsWarning": "replay_assets.datasets.warehouse",
-    "TownletRecordings": "replay_assets.datasets.townlet",
-    "TownletRecordingRow": "replay_assets.datasets.townlet",
-    "TownletReplay": "replay_assets.datasets.townlet",
-    "TownletStep": "replay_assets.datasets.townlet",
-    "TownletStepDataset": "replay_assets.datasets.townlet",
-    "EpisodeNotFoundError": "replay_assets.datasets.townlet",
-    "AmbiguousEpisodeError": "replay_assets.datasets.townlet",
-    "DemoBuffer": "replay_assets.datasets.tmrl",
-    "MixedSampler": "replay_assets.datasets.tmrl",
-    "MixedIndex": "replay_assets.datasets.tmrl",
-    "MixedLayoutsError": "replay_assets.datasets.tmrl",
-    "EmptyDemoBufferWarning": "replay_assets.datasets.tmrl",
-    "export_tmrl_memory": "replay_assets.datasets.tmrl_export",
-    "Sc2FramesDataset": "replay_assets.datasets.sc2",
-    "RowGroupShuffleSampler": "replay_assets.datasets.sc2",
-    "ExportSummary": "replay_assets.datasets.tmrl_export",
-    "TmrlExportError": "replay_assets.datasets.tmrl_export",
+    "ReplayDataset": "replay_assets.sources.metta.load",
+    "MettaSampleStream": "replay_assets.sources.metta.load",
+    "connect": "replay_assets.warehouse.sql",
+    "parse_filters": "replay_assets.warehouse.filters",
+    "filters_sql": "replay_assets.warehouse.filters",
+    "filters_expression": "replay_assets.warehouse.filters",
+    "FilterError": "replay_assets.warehouse.filters",
+    "MissingPartitionsError": "replay_assets.warehouse.selection",
+    "MissingPartitionsWarning": "replay_assets.warehouse.selection",
+    "TownletRecordings": "replay_assets.sources.townlet.load",
+    "TownletRecordingRow": "replay_assets.sources.townlet.load",
+    "TownletReplay": "replay_assets.sources.townlet.load",
+    "TownletStep": "replay_assets.sources.townlet.load",
+    "TownletStepDataset": "replay_assets.sources.townlet.load",
+    "EpisodeNotFoundError": "replay_assets.sources.townlet.load",
+    "AmbiguousEpisodeError": "replay_assets.sources.townlet.load",
+    "DemoBuffer": "replay_assets.sources.tmrl.load",
+    "MixedSampler": "replay_assets.sources.tmrl.load",
+    "MixedIndex": "replay_assets.sources.tmrl.load",
+    "MixedLayoutsError": "replay_assets.sources.tmrl.load",
+    "EmptyDemoBufferWarning": "replay_assets.sources.tmrl.load",
+    "export_tmrl_memory": "replay_assets.sources.tmrl.export",
+    "Sc2FramesDataset": "replay_assets.sources.sc2.load",
+    "RowGroupShuffleSampler": "replay_assets.sources.sc2.load",
+    "ExportSummary": "replay_assets.sources.tmrl.export",
+    "TmrlExportError": "replay_assets.sources.tmrl.export",
 }
 
 __all__ = [
@@ -81,19 +81,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from replay_assets.datasets.filters import FilterError, filters_expression, filters_sql, parse_filters
-    from replay_assets.datasets.metta import MettaSampleStream, ReplayDataset
-    from replay_assets.datasets.sc2 import RowGroupShuffleSampler, Sc2FramesDataset
-    from replay_assets.datasets.sql import connect
-    from replay_assets.datasets.tmrl import (
+    from replay_assets.sources.metta.load import MettaSampleStream, ReplayDataset
+    from replay_assets.sources.sc2.load import RowGroupShuffleSampler, Sc2FramesDataset
+    from replay_assets.sources.tmrl.export import ExportSummary, TmrlExportError, export_tmrl_memory
+    from replay_assets.sources.tmrl.load import (
         DemoBuffer,
         EmptyDemoBufferWarning,
         MixedIndex,
         MixedLayoutsError,
         MixedSampler,
     )
-    from replay_assets.datasets.tmrl_export import ExportSummary, TmrlExportError, export_tmrl_memory
-    from replay_assets.datasets.townlet import (
+    from replay_assets.sources.townlet.load import (
         AmbiguousEpisodeError,
         EpisodeNotFoundError,
         TownletRecordingRow,
@@ -102,7 +100,9 @@ if TYPE_CHECKING:
         TownletStep,
         TownletStepDataset,
     )
-    from replay_assets.datasets.warehouse import MissingPartitionsError, MissingPartitionsWarning
+    from replay_assets.warehouse.filters import FilterError, filters_expression, filters_sql, parse_filters
+    from replay_assets.warehouse.selection import MissingPartitionsError, MissingPartitionsWarning
+    from replay_assets.warehouse.sql import connect
 
 
 def __getattr__(name: str) -> Any:

@@ -16,11 +16,11 @@ from pathlib import PurePosixPath
 
 import pyarrow as pa
 
-from replay_assets.formats.detect import MAGIC_BYTES_NEEDED, UNKNOWN, detect_format
-from replay_assets.formats.schemas import RAW_REPLAY_LISTINGS
-from replay_assets.formats.townlet_index import TownletIndexError, read_recordings_index
 from replay_assets.landing.backends import LandingBackend, LandingFile, LandingReadError
 from replay_assets.landing.days import PRODUCER_TIMESTAMP, day_of_file, day_of_timestamp, source_of
+from replay_assets.landing.detect import MAGIC_BYTES_NEEDED, UNKNOWN, detect_format
+from replay_assets.landing.schema import RAW_REPLAY_LISTINGS
+from replay_assets.sources.townlet.index import TownletIndexError, read_recordings_index
 
 OK = "ok"
 MISSING_FILE = "missing_file"

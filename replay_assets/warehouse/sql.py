@@ -1,0 +1,92 @@
+"""DuckDB over the warehouse: one view per asset, hive-partitioned by ``date``, local or S3.
+
+``connect()`` is the "query the dataset with SQL" entry point for users; the Dagster resource and the
+``replay-assets query`` command attach the same views through ``attach_warehouse``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import duckdb
+
+from replay_assets.settings import Settings, aws_region, resolve_uri, s3_endpoint_url
+from replay_assets.warehouse.layout import PARTITION_COLUMN, asset_glob, warehouse_root
+
+_VIEW_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _load_httpfs(conn: duckdb.DuckDBPyConnection) -> None:
+    """Load httpfs from the ``duckdb-extension-httpfs`` wheel: no download at run time."""
+    import duckdb_extension_httpfs
+
+    package_dir = Path(duckdb_extension_httpfs.__file__).parent
+    extension = next(package_dir.glob("extensions/*/httpfs.duckdb_extension"), None)
+    if extension is None:
+        raise RuntimeError(f"no httpfs extension file under {package_dir}")
+    conn.load_extension(str(extension))
+
+
+def _configure_s3(conn: duckdb.DuckDBPyConnection) -> None:
+    """An S3 secret from the standard AWS variables, so a local S3 server needs no code change."""
+    _load_httpfs(conn)
+    settings = ["TYPE s3"]
+    quoted: dict[str, str] = {}
+    if key := os.environ.get("AWS_ACCESS_KEY_ID"):
+        quoted["KEY_ID"] = key
+        quoted["SECRET"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+    if token := os.environ.get("AWS_SESSION_TOKEN"):
+        quoted["SESSION_TOKEN"] = token
+    if region := aws_region():
+        quoted["REGION"] = region
+    if endpoint := s3_endpoint_url():
+        parsed = urlparse(endpoint)
+        quoted["ENDPOINT"] = parsed.netloc or parsed.path
+        quoted["URL_STYLE"] = "path"
+        settings.append(f"USE_SSL {'true' if parsed.scheme == 'https' else 'false'}")
+    settings += [f"{name} {_quote(value)}" for name, value in quoted.items()]
+    conn.execute(f"CREATE OR REPLACE SECRET replay_assets_s3 ({', '.join(settings)})")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def asset_names(warehouse_uri: str) -> list[str]:
+    """Asset folders that hold at least one partition."""
+    root = warehouse_root(warehouse_uri)
+    if not root.exists():
+        return []
+    names = []
+    for child in root.iterdir():
+        if _VIEW_NAME.match(child.name) and any(child.glob(f"{PARTITION_COLUMN}=*/*.parquet")):
+            names.append(child.name)
+    return sorted(names)
+
+
+def attach_warehouse(conn: duckdb.DuckDBPyConnection, warehouse_uri: str) -> list[str]:
+    """Create one view per asset in ``conn``; return the view names."""
+    if warehouse_uri.startswith("s3://"):
+        _configure_s3(conn)
+    names = asset_names(warehouse_uri)
+    for name in names:
+        glob = _quote(asset_glob(warehouse_uri, name))
+        conn.execute(
+            f'CREATE OR REPLACE VIEW "{name}" AS '
+            f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true)"
+        )
+    return names
+
+
+def connect(warehouse: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with a view per asset of ``warehouse``.
+
+    ``warehouse`` defaults to ``REPLAY_WAREHOUSE_URI`` (or ``./data/warehouse``).
+    """
+    uri = Settings.from_env().warehouse_uri if warehouse is None else resolve_uri(warehouse)
+    conn = duckdb.connect(":memory:")
+    attach_warehouse(conn, uri)
+    return conn
