@@ -193,12 +193,13 @@ def original_mine_day(replays: Sequence[bytes], path: Path) -> int:
 
 def ours_day_reader(replays: Sequence[Replay]) -> pa.RecordBatchReader:
     """The day's batches, one replay buffered at a time as the asset does (no half episode on error)."""
-    from replay_assets.sources.metta.read import ReplaySource, read_metta_samples
+    from replay_assets.sources.contract import Lineage
+    from replay_assets.sources.metta.read import read_metta_samples
     from replay_assets.sources.metta.schema import METTA_ACTION_SAMPLES
 
     def batches() -> Iterator[pa.RecordBatch]:
         for r in replays:
-            source = ReplaySource(r.day, f"file:///landing/{r.relative_path}", r.sha256, r.relative_path)
+            source = Lineage(r.day, f"file:///landing/{r.relative_path}", r.sha256, r.relative_path)
             yield from list(read_metta_samples(r.data, source))
 
     return pa.RecordBatchReader.from_batches(METTA_ACTION_SAMPLES, batches())
@@ -308,9 +309,10 @@ class Setup:
 
 
 def count_ours(files: dict[str, bytes]) -> int:
-    from replay_assets.sources.metta.read import ReplaySource, read_metta_samples
+    from replay_assets.sources.contract import Lineage
+    from replay_assets.sources.metta.read import read_metta_samples
 
-    source = ReplaySource(DAYS[0], "file:///count", "0" * 64, "count.json.z")
+    source = Lineage(DAYS[0], "file:///count", "0" * 64, "count.json.z")
     return sum(b.num_rows for data in files.values() for b in read_metta_samples(data, source))
 
 
@@ -518,11 +520,12 @@ def paused(work: Callable[[], int]) -> int:
 def bench_decode() -> None:
     import orjson
 
-    from replay_assets.sources.metta.read import ReplaySource, read_metta_samples
+    from replay_assets.sources.contract import Lineage
+    from replay_assets.sources.metta.read import read_metta_samples
 
     data = read_files(["dinky7"])["dinky7"]
     text = zlib.decompress(data)
-    source = ReplaySource(DAYS[0], "file:///dinky7.json.z", "0" * 64, "dinky7.json.z")
+    source = Lineage(DAYS[0], "file:///dinky7.json.z", "0" * 64, "dinky7.json.z")
     cases = {
         "zlib.decompress": Case(lambda: len(zlib.decompress(data)), lambda: None),
         "json.loads (stdlib: the original's parser)": Case(lambda: len(json.loads(text)), lambda: None),

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import multiprocessing
 import statistics
 import sys
@@ -37,8 +36,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from replay_assets.sources.sc2.jobs import ReplayJob, metadata_job, tracker_state_job  # noqa: E402
-from replay_assets.sources.sc2.replay import ReplaySource, ValidityRules  # noqa: E402
+from replay_assets.sources.contract import Lineage  # noqa: E402
+from replay_assets.sources.sc2.jobs import ReplayJob, tracker_state_job  # noqa: E402
+from replay_assets.sources.sc2.replay import ValidityRules, replay_metadata  # noqa: E402
 from replay_assets.sources.sc2.tracker import TrackerState, state_frames  # noqa: E402
 from replay_assets.util.process_map import decode_in_processes  # noqa: E402
 
@@ -48,20 +48,20 @@ DAY = dt.date(2025, 10, 15)
 ENGINE_ESTIMATE = "1-5 min per replay (seed's figure for the pysc2 engine at step_mul 8)"
 
 
-def _source(path: str, data: bytes) -> ReplaySource:
-    return ReplaySource(DAY, path, hashlib.sha256(data).hexdigest())
+def _source(path: str, data: bytes) -> Lineage:
+    return Lineage.of_bytes(data, DAY, path)
 
 
 def decode_state_and_metadata(job: ReplayJob) -> TrackerState:
     """Both assets' worker halves (top level: picklable for spawned workers)."""
-    metadata_job(job)
+    replay_metadata(job.data, job.source, ValidityRules())  # the metadata asset's reader, as in a worker
     return tracker_state_job(job)
 
 
 def jobs(files: list[str]) -> Iterator[ReplayJob]:
     for path in files:
         data = Path(path).read_bytes()
-        yield ReplayJob(data, _source(path, data), ValidityRules())
+        yield ReplayJob(data, _source(path, data))
 
 
 def run_ours(decode: Callable[[ReplayJob], TrackerState], files: list[str], parallel: int) -> int:

@@ -222,12 +222,13 @@ def original_import(files: Sequence[RunFile], layout: str, out: Path) -> int:
 
 def ours_reader(files: Sequence[RunFile]) -> pa.RecordBatchReader:
     """Each file read, hashed and decoded whole before its batches go on (no half run on error)."""
-    from replay_assets.sources.tmrl.read import TMRL_DEMO_BUFFERS, RunSource, run_batches
+    from replay_assets.sources.contract import Lineage
+    from replay_assets.sources.tmrl.read import TMRL_DEMO_BUFFERS, run_batches
 
     def batches() -> Iterator[pa.RecordBatch]:
         for file in files:
             data = file.path.read_bytes()
-            source = RunSource(DAY, str(file.path), hashlib.sha256(data).hexdigest(), file.path.name)
+            source = Lineage(DAY, str(file.path), hashlib.sha256(data).hexdigest(), file.path.name)
             yield from list(run_batches(data, source))
 
     return pa.RecordBatchReader.from_batches(TMRL_DEMO_BUFFERS, batches())

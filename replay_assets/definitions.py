@@ -14,7 +14,7 @@ from replay_assets.sources.sc2.assets import Sc2Engine, sc2_ground_truth_frames,
 from replay_assets.sources.tmrl.assets import tmrl_demo_buffers
 from replay_assets.sources.tmrl.sensor import player_runs_sensor
 from replay_assets.sources.townlet.assets import townlet_episode_steps, townlet_recordings_index
-from replay_assets.warehouse.io_manager import PartitionedParquetIOManager
+from replay_assets.warehouse.io_manager import PartitionedParquetIOManager, Warehouse
 
 ASSETS = [
     raw_replay_listings,
@@ -37,6 +37,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "replay_store": ReplayStore(landing_uri=settings.landing_uri, s3=s3),
         "warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=settings.warehouse_uri),
         "warehouse_sql": WarehouseDuckDB(warehouse_uri=settings.warehouse_uri),
+        "warehouse": Warehouse(warehouse_uri=settings.warehouse_uri),
         "sc2_engine": Sc2Engine(),  # SC2PATH from the environment; only backend=engine/auto uses it
     }
 

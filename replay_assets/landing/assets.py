@@ -14,7 +14,8 @@ from dagster import (
     Output,
 )
 
-from replay_assets.landing.backends import LandingReadError, LandingZoneError
+from replay_assets.landing.backends import LandingReadError, LandingUnavailableError, LandingZoneError
+from replay_assets.landing.days import SOURCES
 from replay_assets.landing.listing import OK, ListingPlan, listing_reader, plan_listing
 from replay_assets.pipeline.daily import daily_asset
 from replay_assets.pipeline.resources import ReplayStore, WarehouseDuckDB
@@ -28,7 +29,7 @@ MAX_LISTED_PATHS = 20
 def _listing_metadata(plan: ListingPlan, days: list[dt.date]) -> dict[str, object]:
     per_source = Counter(e.source for day in days for e in plan.by_day.get(day, []))
     metadata: dict[str, object] = {
-        f"rows_{source}": per_source.get(source, 0) for source in ("metta", "sc2", "townlet", "tmrl")
+        f"rows_{source}": per_source.get(source, 0) for source in SOURCES
     }
     metadata["rows_per_source"] = MetadataValue.json(dict(sorted(per_source.items())))
     if plan.ignored:
@@ -70,7 +71,7 @@ def raw_replay_listings(
     backend = replay_store.backend()
     try:
         plan = plan_listing(backend)
-    except (LandingZoneError, LandingReadError) as exc:
+    except (LandingZoneError, LandingReadError, LandingUnavailableError) as exc:
         raise Failure(description=str(exc)) from None
     days = [dt.date.fromisoformat(key) for key in keys]
     readers = {key: listing_reader(backend, plan.entries(day)) for key, day in zip(keys, days, strict=True)}

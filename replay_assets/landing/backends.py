@@ -28,6 +28,11 @@ class LandingReadError(ReplayAssetsError, OSError):
     """One file of the landing zone cannot be read; the message names it."""
 
 
+class LandingUnavailableError(ReplayAssetsError):
+    """The landing zone's storage cannot be reached at all (no connection, no credentials): not one
+    file's fault, so the day fails loudly instead of recording every file as a failure."""
+
+
 @dataclass(frozen=True)
 class LandingFile:
     relative_path: str  # POSIX path below the landing root, e.g. "metta/arena/2025-01-02/x.json.z"
@@ -147,8 +152,12 @@ class S3Landing:
         key = self._key(relative_path)
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:  # the server answered: this key is missing or refused
             raise LandingReadError(f"s3://{self.bucket}/{key}: cannot read: {exc}") from exc
+        except BotoCoreError as exc:  # no answer at all (endpoint, credentials)
+            raise LandingUnavailableError(
+                f"landing zone {self.uri} unreachable reading {key}: {exc}"
+            ) from exc
         with contextlib.closing(body):
             yield body
 

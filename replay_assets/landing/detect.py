@@ -15,13 +15,15 @@ SQLITE = "sqlite"
 EMPTY = "empty"
 UNKNOWN = "unknown"
 
+LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"
+
 
 def _is_zlib_header(head: bytes) -> bool:
     # RFC 1950: CMF low nibble 8 (deflate), window <= 32K, and (CMF*256 + FLG) divisible by 31.
     return len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0
 
 
-def _is_msgpack_map(head: bytes) -> bool:
+def is_msgpack_map(head: bytes) -> bool:
     # fixmap (0x80-0x8f), map16 (0xde) or map32 (0xdf): every producer here writes one top-level map.
     return 0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)
 
@@ -34,7 +36,7 @@ def detect_format(head: bytes) -> str:
         return GZIP_JSON
     if head.startswith(b"MPQ\x1a") or head.startswith(b"MPQ\x1b"):
         return MPQ
-    if head.startswith(b"\x04\x22\x4d\x18"):
+    if head.startswith(LZ4_FRAME_MAGIC):
         return LZ4_FRAME
     if head.startswith(b"SQLite format 3\x00"):
         return SQLITE
@@ -45,6 +47,6 @@ def detect_format(head: bytes) -> str:
     stripped = head.lstrip(b" \t\r\n\xef\xbb\xbf")
     if stripped[:1] in (b"{", b"["):
         return JSON
-    if _is_msgpack_map(head):
+    if is_msgpack_map(head):
         return MSGPACK
     return UNKNOWN

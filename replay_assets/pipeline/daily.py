@@ -30,4 +30,4 @@ def daily_asset(**kwargs: Any) -> Any:
 
 def daily_multi_asset(**kwargs: Any) -> Any:
     """``@multi_asset`` partitioned by UTC day, one run per backfill, its outputs selectable alone."""
-    return _quietly(multi_asset, can_subset=True, **kwargs)
+    return _quietly(multi_asset, **{"can_subset": True, **kwargs})

@@ -1,152 +1,143 @@
-"""What every source asset does with the day's files: pick them from the listing, read them whole,
-verify them against the listing, and turn any per-file error into a failure row."""
+"""The per-file guard: a day's files picked from the listing, read back checked against it, decoded by
+the source's reader, and whatever goes wrong with one file recorded as that file's outcome.
 
-import datetime as dt
+Anything a reader raises for one file (any ``Exception``: the project's ``FileFormatError``, an
+``OverflowError`` from an out-of-range integer, a ``KeyError`` from a missing field, ``MemoryError``)
+becomes that file's failure, with the exception type and message, and the day goes on. Only errors of
+the infrastructure (the landing zone unreachable, the warehouse unwritable) propagate and fail the day.
+"""
+
+from __future__ import annotations
+
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetOut, Output
 
 from replay_assets.errors import ReplayAssetsError
-from replay_assets.landing.backends import LandingBackend
+from replay_assets.landing.backends import LandingBackend, LandingUnavailableError
 from replay_assets.landing.listing import OK
-from replay_assets.pipeline.schema import REPLAY_FAILURES
-from replay_assets.warehouse.parquet import PartitionStream
+from replay_assets.sources.contract import Lineage, SourceReader
+from replay_assets.util.process_map import decode_in_processes
 
-MAX_REPORTED_FAILURES = 20
+__all__ = [
+    "FileOutcome",
+    "ReplayFileChanged",
+    "day_lineages",
+    "failure_reason",
+    "read_files",
+    "read_listed_file",
+]
 
 
 class ReplayFileChanged(ReplayAssetsError):
     """The file's bytes no longer match the sha256 recorded by raw_replay_listings."""
 
 
-def listed_files(listings: pa.Table, source: str) -> list[dict[str, Any]]:
-    """The readable files of one source in a day's listing, in path order."""
-    rows = [r for r in listings.to_pylist() if r["source"] == source and r["status"] == OK]
-    return sorted(rows, key=lambda r: r["relative_path"])
+def day_lineages(listing: pa.Table, reader: SourceReader[Any]) -> list[Lineage]:
+    """The readable files of the reader's source in a day's listing that it accepts, in its order."""
+    columns = ["date", "source", "status", "uri", "sha256", "relative_path"]
+    lineages = [
+        Lineage(r["date"], r["uri"], r["sha256"], r["relative_path"])
+        for r in listing.select(columns).to_pylist()
+        if r["source"] == reader.source and r["status"] == OK
+    ]
+    return sorted(
+        (lin for lin in lineages if reader.accepts(lin)), key=lambda lin: (reader.order(lin), lin.uri)
+    )
 
 
-def read_listed_file(backend: LandingBackend, row: dict[str, Any]) -> bytes:
-    """The file's bytes, checked against the listing so a sample always traces to the listed file."""
-    with backend.open(row["relative_path"]) as handle:
+def read_listed_file(backend: LandingBackend, lineage: Lineage) -> bytes:
+    """The file's bytes, checked against the listing so a row always traces to the listed file."""
+    with backend.open(lineage.relative_path) as handle:
         data = handle.read()
     digest = hashlib.sha256(data).hexdigest()
-    if digest != row["sha256"]:
+    if digest != lineage.sha256:
         raise ReplayFileChanged(
-            f"{row['uri']}: changed since it was listed (sha256 {digest[:12]}..., listed "
-            f"{row['sha256'][:12]}...); re-materialize raw_replay_listings first"
+            f"{lineage.uri}: changed since it was listed (sha256 {digest[:12]}..., listed "
+            f"{lineage.sha256[:12]}...); re-materialize raw_replay_listings first"
         )
     return data
 
 
-@dataclass
-class FailureLog:
-    """Failures of one partition, in the order they happened."""
-
-    day: dt.date
-    source: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, row: dict[str, Any], exc: BaseException) -> None:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        if row["uri"] not in reason:
-            reason = f"{row['uri']}: {reason}"
-        self.rows.append(
-            {
-                "date": self.day,
-                "source": self.source,
-                "source_uri": row["uri"],
-                "source_sha256": row.get("sha256"),
-                "error_class": type(exc).__name__,
-                "reason": reason,
-            }
-        )
-
-    def table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.rows, schema=REPLAY_FAILURES)
-
-    def summary(self) -> list[str]:
-        return [r["reason"] for r in self.rows[:MAX_REPORTED_FAILURES]]
+def failure_reason(lineage: Lineage, exc: BaseException) -> str:
+    """One line that names the file and says what went wrong (the exception type when it is not ours)."""
+    message = " ".join(str(exc).split())
+    if not isinstance(exc, ReplayAssetsError):
+        message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    message = message or type(exc).__name__
+    return message if lineage.uri in message else f"{lineage.uri}: {message}"
 
 
-def files_stream(
+@dataclass(frozen=True)
+class FileOutcome:
+    """What one file gave: its batches, or the exception that stopped it (never both)."""
+
+    lineage: Lineage
+    batches: list[pa.RecordBatch] | None = None
+    error: BaseException | None = None
+    label: str | None = None  # how it was produced, when a source has several ways (SC2: the backend)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+def _decode(
+    read: Callable[[bytes, Lineage, Any], Iterable[pa.RecordBatch]], job: _Job
+) -> list[pa.RecordBatch]:
+    """All of one file's batches: a file that breaks half-way leaves no partial rows behind. A file that
+    could not even be read arrives as its exception, so its outcome keeps its place in the order."""
+    data, lineage, config = job
+    if isinstance(data, BaseException):
+        raise data
+    return list(read(data, lineage, config))
+
+
+_Job = tuple[bytes | BaseException, Lineage, Any]
+
+
+def read_files(
     backend: LandingBackend,
-    files: list[dict[str, Any]],
-    schema: pa.Schema,
-    decode: Callable[[bytes, dict[str, Any]], Iterable[pa.RecordBatch]],
-    failures: FailureLog,
-) -> PartitionStream:
-    """Each listed file's batches, in the given order; a file that fails adds a failure, not a gap.
+    reader: SourceReader[Any],
+    lineages: Iterable[Lineage],
+    config: Any,
+    parallel: int = 1,
+) -> Iterator[FileOutcome]:
+    """Each file's outcome, in the given order. ``parallel`` > 1 decodes in worker processes (the reader
+    must then be a top-level function of a module without Dagster); reading stays in this process.
+    Memory is bounded by the files in flight, never by the day."""
+    owner_of_key: dict[str, Lineage] = {}  # content key -> the file that holds it (in flight or read)
 
-    A file's batches are buffered until it has decoded completely, so a file that breaks half-way
-    leaves no partial rows behind; memory stays bounded by the largest single file.
-    """
-    counts = {"files": len(files), "files_used": 0, "rows": 0}
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for row in files:
-            try:
-                decoded = list(decode(read_listed_file(backend, row), row))
-            except (ReplayAssetsError, OSError) as exc:
-                failures.add(row, exc)
+    def jobs() -> Iterator[_Job]:
+        for lineage in lineages:
+            key = reader.content_key(lineage) if reader.content_key is not None else None
+            if key is not None and key in owner_of_key:
+                yield _duplicate(lineage, key, owner_of_key[key]), lineage, config
                 continue
-            counts["files_used"] += 1
-            counts["rows"] += sum(b.num_rows for b in decoded)
-            yield from decoded
+            try:
+                data: bytes | BaseException = read_listed_file(backend, lineage)
+            except LandingUnavailableError:
+                raise
+            except Exception as exc:
+                data = exc
+            if key is not None and not isinstance(data, BaseException):
+                owner_of_key[key] = lineage
+            yield data, lineage, config
 
-    def report() -> dict[str, Any]:
-        # Plain JSON values: a range run merges the days' reports.
-        return {**counts, "files_failed": len(failures.rows), "failures": failures.summary()}
-
-    return PartitionStream(pa.RecordBatchReader.from_batches(schema, batches()), report)
-
-
-def source_outputs(
-    context: AssetExecutionContext,
-    streams: dict[str, PartitionStream],
-    failures: dict[str, FailureLog],
-    rows_output: str,
-    failures_output: str,
-) -> Iterator[Output]:
-    """The outputs of a source multi-asset (its rows and its failures table), for whichever of the two
-    the run selected. A range run yields one mapping from partition key to data per output."""
-
-    def value(per_key: dict[str, Any]) -> Any:
-        return per_key if len(per_key) > 1 else next(iter(per_key.values()))
-
-    selected = context.op_execution_context.selected_output_names
-    if rows_output in selected:
-        yield Output(value(streams), output_name=rows_output)
-    else:  # only the failures were asked for: decode to find them, keep nothing
-        for stream in streams.values():
-            stream.batches.read_all()
-    if failures_output in selected:
-        tables = {key: log.table() for key, log in failures.items()}
-        count = sum(t.num_rows for t in tables.values())
-        yield Output(value(tables), output_name=failures_output, metadata={"failed_files": count})
+    decode = functools.partial(_decode, reader.read)
+    for (_, lineage, _), result in decode_in_processes(decode, jobs(), parallel):
+        if isinstance(result, BaseException):
+            key = reader.content_key(lineage) if reader.content_key is not None else None
+            if key is not None and owner_of_key.get(key) == lineage:  # a failed file holds no key
+                del owner_of_key[key]
+            yield FileOutcome(lineage, error=result)
+        else:
+            yield FileOutcome(lineage, batches=result)
 
 
-def source_outs(
-    rows_output: str,
-    failures_output: str,
-    group: str,
-    failures_description: str,
-    rows_metadata: dict[str, Any] | None = None,
-) -> dict[str, AssetOut]:
-    """The two outputs of a source multi-asset: its rows and its failures table, each optional so either
-    can be materialized alone. ``rows_metadata``: definition metadata of the rows (e.g. row group size)."""
-
-    def out(description: str | None = None, metadata: dict[str, Any] | None = None) -> AssetOut:
-        return AssetOut(
-            io_manager_key="warehouse_io_manager",
-            kinds={"parquet"},
-            group_name=group,
-            is_required=False,
-            description=description,
-            metadata=metadata,
-        )
-
-    return {rows_output: out(metadata=rows_metadata), failures_output: out(failures_description)}
+def _duplicate(lineage: Lineage, key: str, owner: Lineage) -> ReplayAssetsError:
+    return ReplayAssetsError(f"{lineage.uri}: {key} already used by {owner.uri}")

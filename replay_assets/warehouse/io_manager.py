@@ -2,9 +2,9 @@
 
 An asset returns, for its partition, a ``pyarrow.Table``; or, to stream, a ``pyarrow.RecordBatchReader``
 (a bare generator would be taken by Dagster for a stream of events; ``Output(iterator)`` works too);
-or a ``PartitionStream`` whose report joins the metadata after the write. In a range run (a
-single-run backfill or ``--partition-range``) it returns a mapping from partition key to one of those,
-and each partition still gets its own file.
+or a ``StagedPartition`` it wrote itself through the ``Warehouse`` resource, which the IO manager
+commits. In a range run (a single-run backfill or ``--partition-range``) it returns a mapping from
+partition key to one of those, and each partition still gets its own file.
 """
 
 from collections.abc import Mapping
@@ -13,6 +13,7 @@ from typing import Any, get_origin
 import pyarrow as pa
 from dagster import (
     ConfigurableIOManager,
+    ConfigurableResource,
     InputContext,
     MetadataValue,
     OutputContext,
@@ -23,7 +24,14 @@ from pydantic import PrivateAttr
 from upath import UPath
 
 from replay_assets.warehouse.layout import is_local, partition_file, warehouse_root
-from replay_assets.warehouse.parquet import PartitionStream, read_parquet, write_parquet
+from replay_assets.warehouse.parquet import (
+    StagedPartition,
+    commit_staged,
+    discard_staged,
+    read_parquet,
+    stage_parquet,
+    write_parquet,
+)
 
 # Definition metadata an asset sets to choose its Parquet row-group size (see write_parquet).
 ROW_GROUP_ROWS_METADATA = "parquet_row_group_rows"
@@ -32,16 +40,6 @@ ROW_GROUP_ROWS_METADATA = "parquet_row_group_rows"
 def table_schema(schema: pa.Schema) -> TableSchema:
     """The Arrow schema as Dagster column metadata, shown in the UI's column view."""
     return TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in schema])
-
-
-def _merge_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One partition's report as is; for a range, numeric totals plus every partition's report."""
-    if len(reports) <= 1:
-        return next(iter(reports.values()), {})
-    numeric = {k for r in reports.values() for k, v in r.items() if isinstance(v, int | float)}
-    merged: dict[str, Any] = {k: sum(r.get(k, 0) for r in reports.values()) for k in sorted(numeric)}
-    merged["partition_reports"] = MetadataValue.json(reports)
-    return merged
 
 
 def _uri_metadata(path: UPath) -> MetadataValue:
@@ -70,21 +68,19 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         per_partition = self._split_by_partition(asset_key, keys, obj)
         group_rows = (context.definition_metadata or {}).get(ROW_GROUP_ROWS_METADATA)
         counts: dict[str, int] = {}
-        reports: dict[str, dict[str, Any]] = {}
         schema = None
         uris = []
         for key, data in per_partition.items():
             path = self.path_for(asset_key, key)
-            stream = data if isinstance(data, PartitionStream) else None
-            result = write_parquet(path, stream.batches if stream else data, group_rows)
+            if isinstance(data, StagedPartition):
+                result = commit_staged(data, path)
+            else:
+                result = write_parquet(path, data, group_rows)
             context.log.debug(f"wrote {result.row_count} rows to {result.uri}")
             counts[key or "all"] = result.row_count
-            if stream:
-                reports[key or "all"] = stream.report()
             schema = result.schema
             uris.append(path)
         metadata: dict[str, Any] = {
-            **_merge_reports(reports),
             "dagster/row_count": sum(counts.values()),
             "dagster/column_schema": table_schema(schema),
             "uri": _uri_metadata(uris[0]) if len(uris) == 1 else MetadataValue.json([str(u) for u in uris]),
@@ -141,3 +137,20 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
 def _wants_mapping(context: InputContext) -> bool:
     typing_type = context.dagster_type.typing_type
     return typing_type is dict or get_origin(typing_type) in (dict, Mapping)
+
+
+class Warehouse(ConfigurableResource):
+    """The warehouse the IO manager writes (same ``warehouse_uri``), for assets that stage a partition
+    themselves: they learn what the write produced (and which files failed) before handing it on, and
+    the IO manager's commit is what makes it visible."""
+
+    warehouse_uri: str
+
+    def stage(
+        self, asset_key: str, partition_key: str | None, data: Any, row_group_rows: int | None = None
+    ) -> StagedPartition:
+        path = partition_file(warehouse_root(self.warehouse_uri), asset_key, partition_key)
+        return stage_parquet(path, data, row_group_rows)
+
+    def discard(self, staged: StagedPartition) -> None:
+        discard_staged(staged, warehouse_root(staged.target_uri))

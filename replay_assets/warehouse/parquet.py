@@ -6,11 +6,10 @@ No Dagster here: the IO manager, the CLI and the benchmarks all write through th
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -19,21 +18,10 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from replay_assets.errors import ReplayAssetsError
+from replay_assets.util.atomic_file import publish, written_beside
 from replay_assets.warehouse.layout import is_local
 
 TableLike = pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]
-
-
-@dataclass(frozen=True)
-class PartitionStream:
-    """Batches plus a report that is only complete once every batch has been written.
-
-    A source asset learns which replays failed while its batches stream into the file; the IO
-    manager calls ``report()`` after the write and attaches the result to the materialization.
-    """
-
-    batches: pa.RecordBatchReader
-    report: Callable[[], dict[str, Any]]
 
 
 # A row group is flushed when the buffered batches reach either limit: memory stays bounded by the
@@ -202,28 +190,28 @@ def _write_stream(
     return rows
 
 
-@contextlib.contextmanager
-def _atomic_sink(path: UPath) -> Iterator[BinaryIO]:
-    """A file that appears at ``path`` complete or not at all.
+@dataclass(frozen=True)
+class StagedPartition:
+    """A partition file written completely under a hidden name beside its target, not yet visible.
 
-    Local: a hidden temporary file beside the target, then ``os.replace`` (atomic on POSIX).
-    Object stores: a PUT or multipart upload only becomes visible when it completes, so the upload is
-    written in place and aborted on error instead of being committed half-way.
+    Plain data (URIs and counts, no open handle), so the step that wrote it can hand it on: the IO
+    manager commits it, and only then does the new version replace the old one for every reader.
     """
-    if is_local(path):
-        target = path.path
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as sink:
-                yield sink
-                sink.flush()
-                os.fsync(sink.fileno())
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-        return
+
+    target_uri: str
+    staged_uri: str
+    row_count: int
+    schema: pa.Schema
+    size_bytes: int
+
+
+def _hidden_beside(path: UPath) -> UPath:
+    return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+
+
+@contextlib.contextmanager
+def _object_sink(path: UPath) -> Iterator[BinaryIO]:
+    """An object-store upload that becomes visible only when it completes, aborted on error."""
     sink = path.fs.open(path.path, "wb")
     try:
         yield sink
@@ -234,22 +222,82 @@ def _atomic_sink(path: UPath) -> Iterator[BinaryIO]:
     sink.close()
 
 
+def _streamed(
+    path: UPath, data: TableLike, row_group_rows: int | None, staged: bool
+) -> tuple[UPath, WriteResult]:
+    """Write ``data`` as ``path``'s Parquet: under a hidden name beside it when ``staged``, and locally
+    always (a local file is written beside its target, fsynced, then renamed); return where it went."""
+    schema, batches = _as_batches(data)
+    group_rows = row_group_rows or ROW_GROUP_ROWS
+    if is_local(path):
+        with written_beside(path.path) as (sink, tmp):
+            rows = _write_stream(sink, schema, batches, group_rows)
+        written = UPath(tmp)
+    else:
+        written = _hidden_beside(path) if staged else path
+        with _object_sink(written) as sink:
+            rows = _write_stream(sink, schema, batches, group_rows)
+    return written, WriteResult(str(path), rows, schema, written.stat().st_size)
+
+
+def _write_error(path: UPath, exc: Exception) -> WarehouseWriteError:
+    return WarehouseWriteError(
+        f"writing {path} failed ({type(exc).__name__}: {exc}); "
+        "the previous version of this partition, if any, is unchanged"
+    )
+
+
+def _staged_path(staged: StagedPartition, path: UPath) -> UPath:
+    return path.parent / staged.staged_uri.rsplit("/", 1)[-1]
+
+
+def stage_parquet(path: UPath, data: TableLike, row_group_rows: int | None = None) -> StagedPartition:
+    """Stream ``data`` into a hidden file beside ``path``; ``commit_staged`` makes it ``path``."""
+    try:
+        written, result = _streamed(path, data, row_group_rows, staged=True)
+    except Exception as exc:
+        raise _write_error(path, exc) from exc
+    return StagedPartition(str(path), str(written), result.row_count, result.schema, result.size_bytes)
+
+
+def commit_staged(staged: StagedPartition, path: UPath) -> WriteResult:
+    """Make a staged file the partition at ``path`` (its ``target_uri``): an atomic rename locally, a
+    server-side copy then delete on S3. Until then every reader sees the previous version."""
+    if str(path) != staged.target_uri:
+        raise ValueError(f"{staged.staged_uri} was staged for {staged.target_uri}, not {path}")
+    source = _staged_path(staged, path)
+    try:
+        if is_local(path):
+            publish(source.path, path.path)
+        else:
+            path.fs.mv(source.path, path.path)
+    except Exception as exc:
+        raise _write_error(path, exc) from exc
+    return WriteResult(str(path), staged.row_count, staged.schema, staged.size_bytes)
+
+
+def discard_staged(staged: StagedPartition, path: UPath) -> None:
+    """Remove a staged file that will not be committed (best effort: a leftover is hidden anyway)."""
+    with contextlib.suppress(OSError):
+        _staged_path(staged, path).unlink()
+
+
 def write_parquet(path: UPath, data: TableLike, row_group_rows: int | None = None) -> WriteResult:
     """Stream ``data`` into one Parquet file at ``path``, replacing any old file atomically.
 
+    Local: a hidden temporary file beside the target, then ``os.replace`` (atomic on POSIX). Object
+    stores: a PUT or multipart upload only becomes visible when it completes, so it is written in place
+    and aborted on error instead of being committed half-way.
     ``row_group_rows`` (default ``ROW_GROUP_ROWS``): smaller groups let a reader fetch one episode
     without decoding a million rows; larger ones compress and scan better.
     """
     try:
-        schema, batches = _as_batches(data)
-        with _atomic_sink(path) as sink:
-            rows = _write_stream(sink, schema, batches, row_group_rows or ROW_GROUP_ROWS)
+        written, result = _streamed(path, data, row_group_rows, staged=False)
+        if is_local(path):
+            publish(written.path, path.path)
     except Exception as exc:
-        raise WarehouseWriteError(
-            f"writing {path} failed ({type(exc).__name__}: {exc}); "
-            "the previous version of this partition, if any, is unchanged"
-        ) from exc
-    return WriteResult(uri=str(path), row_count=rows, schema=schema, size_bytes=path.stat().st_size)
+        raise _write_error(path, exc) from exc
+    return result
 
 
 def read_parquet(path: UPath, columns: list[str] | None = None) -> pa.Table:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import hashlib
 import io
 import itertools
 import json
@@ -23,8 +22,9 @@ import numpy as np
 import pytest
 
 from replay_assets.landing.sample import SAMPLE_MARKER, write_sample_landing_zone
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.metta.sample import metta_replay_bytes
-from replay_assets.sources.sc2.replay import ReplaySource, ValidityRules, replay_metadata
+from replay_assets.sources.sc2.replay import ValidityRules, replay_metadata
 from replay_assets.sources.tmrl.sample import tmrl_player_run_bytes
 from replay_assets.sources.townlet.sample import (
     TownletEpisode,
@@ -639,7 +639,7 @@ def test_landing_sc2_layout(landing_pair: tuple[Path, Path, dict[str, int]]) -> 
         day = dt.date.fromisoformat(path.parent.name)
         data = path.read_bytes()
         row = replay_metadata(
-            data, ReplaySource(day, str(path), hashlib.sha256(data).hexdigest()), ValidityRules()
+            data, Lineage.of_bytes(data, day, str(path)), ValidityRules()
         )
         assert row["played_at"].date() == day == utc_day(path)
         assert [p["race"][0] for p in row["players"]] == [path.name[0], path.name[2]]

@@ -40,13 +40,12 @@ dropped and consecutive agents are packed into batches of ``batch_rows`` rows.
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import json
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -56,12 +55,14 @@ import pyarrow as pa
 
 from replay_assets.errors import FileFormatError
 from replay_assets.landing import detect
+from replay_assets.sources.contract import Lineage, SourceReader
 from replay_assets.sources.metta.schema import METTA_ACTION_SAMPLES
 from replay_assets.util.gc_pause import gc_paused
 
 __all__ = [
+    "READER",
+    "MettaReadConfig",
     "ReplayFormatError",
-    "ReplaySource",
     "environment_from_path",
     "episode_id_for",
     "read_metta_samples",
@@ -78,16 +79,6 @@ _FROZEN_KEYS = ("is_frozen", "freeze_remaining", "agent:frozen", "frozen")
 
 class ReplayFormatError(FileFormatError):
     """A replay file this reader cannot decode; the one-line message names the file and the reason."""
-
-
-@dataclass(frozen=True)
-class ReplaySource:
-    """Where one replay file came from: copied into every row as lineage."""
-
-    date: dt.date
-    source_uri: str
-    source_sha256: str
-    relative_path: str  # below the landing root, e.g. "metta/arena/2025-01-02/<uuid>.json.z"
 
 
 def episode_id_for(relative_path: str, sha256: str) -> str:
@@ -479,7 +470,7 @@ def _reward_lag_votes(agent: _Agent, steps: np.ndarray) -> int:
 class _Context:
     """Per-file constants shared by every agent's batch."""
 
-    source: ReplaySource
+    source: Lineage
     episode_id: str
     version: int
     environment: str | None
@@ -539,10 +530,10 @@ def _record_batch(columns: dict[str, np.ndarray], ctx: _Context) -> pa.RecordBat
     """Numpy columns plus the per-file constants, as one batch of the exact output schema."""
     n = len(columns["timestep"])
     arrays = {
-        "date": _repeat(ctx.source.date, pa.date32(), n),
+        "date": _repeat(ctx.source.day, pa.date32(), n),
         "episode_id": _repeat(ctx.episode_id, pa.string(), n),
-        "source_uri": _repeat(ctx.source.source_uri, pa.string(), n),
-        "source_sha256": _repeat(ctx.source.source_sha256, pa.string(), n),
+        "source_uri": _repeat(ctx.source.uri, pa.string(), n),
+        "source_sha256": _repeat(ctx.source.sha256, pa.string(), n),
         "replay_version": _repeat(ctx.version, pa.int8(), n),
         "environment": _repeat(ctx.environment, pa.string(), n),
         "action_name": _action_name_column(columns["action"], ctx.action_names),
@@ -609,7 +600,7 @@ def _parse_json(text: bytes, name: str) -> dict[str, Any]:
 
 def read_metta_samples(
     data: bytes,
-    source: ReplaySource,
+    source: Lineage,
     *,
     environment: str | None = None,
     min_reward: float | None = None,
@@ -625,7 +616,7 @@ def read_metta_samples(
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, not {batch_rows}")
-    name = source.source_uri or source.relative_path
+    name = source.uri or source.relative_path
     path_environment = environment_from_path(source.relative_path)
     if environment is not None and path_environment is not None and path_environment != environment:
         return
@@ -646,7 +637,7 @@ def read_metta_samples(
         agents = [a for a in agents if a.total_reward.at(last)[0] >= min_reward]
     ctx = _Context(
         source=source,
-        episode_id=episode_id_for(source.relative_path, source.source_sha256),
+        episode_id=episode_id_for(source.relative_path, source.sha256),
         version=header.version,
         environment=replay_environment,
         timing=timing,
@@ -657,3 +648,41 @@ def read_metta_samples(
     if timing.last_timestep(header.num_steps) < 1:
         return
     yield from _batches(agents, ctx, batch_rows)
+
+
+@dataclass(frozen=True)
+class MettaReadConfig:
+    """The run config of ``metta_action_samples``."""
+
+    environment: str | None = field(
+        default=None,
+        metadata={"description": "Keep only replays of this environment (landing sub-folder or mg_config)."},
+    )
+    min_reward: float | None = field(
+        default=None,
+        metadata={"description": "Keep an agent's episode only if its final total_reward is at least this."},
+    )
+
+
+def read(data: bytes, lineage: Lineage, config: MettaReadConfig) -> Iterator[pa.RecordBatch]:
+    """The reader contract's ``read``: one replay file's samples."""
+    return read_metta_samples(data, lineage, environment=config.environment, min_reward=config.min_reward)
+
+
+def _episode_key(lineage: Lineage) -> str:
+    return f"episode id {episode_id_for(lineage.relative_path, lineage.sha256)}"
+
+
+def _episode_order(lineage: Lineage) -> str:
+    return episode_id_for(lineage.relative_path, lineage.sha256)
+
+
+# A day's replays in episode order; a second file with an episode id already seen that day is refused.
+READER = SourceReader(
+    source="metta",
+    schema=METTA_ACTION_SAMPLES,
+    read=read,
+    config=MettaReadConfig,
+    order=_episode_order,
+    content_key=_episode_key,
+)

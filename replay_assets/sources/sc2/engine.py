@@ -8,13 +8,11 @@ controller with pysc2's `RemoteController` methods, so tests drive it against a 
 the real protocol.
 """
 
-import datetime
 import heapq
 import itertools
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 import pyarrow as pa
@@ -23,6 +21,7 @@ from s2clientprotocol import raw_pb2
 from s2clientprotocol import sc2api_pb2 as sc_pb
 
 from replay_assets.errors import FileFormatError
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.schema import SC2_GROUND_TRUTH_FRAMES
 
 try:  # Plain enums: both import on 3.11 (unlike pysc2.lib.features); names are optional, ids are not.
@@ -39,30 +38,6 @@ _LENGTH = struct.Struct("<I")
 
 class Sc2EngineError(FileFormatError):
     """A replay the engine could not (or would not) play: the message names the replay and the reason."""
-
-
-class ReplaySourceLike(Protocol):
-    """Lineage every frame row carries (`ReplaySource` in sources/sc2/replay.py has these fields)."""
-
-    @property
-    def day(self) -> datetime.date: ...
-    @property
-    def uri(self) -> str: ...
-    @property
-    def sha256(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class Lineage:
-    """The picklable part of a source a worker process needs: partition day, uri and replay id."""
-
-    day: datetime.date
-    uri: str
-    replay_id: str
-
-    @classmethod
-    def of(cls, source: ReplaySourceLike) -> "Lineage":
-        return cls(source.day, source.uri, source.sha256)
 
 
 class Controller(Protocol):
@@ -254,7 +229,7 @@ def frame_batches(
     """SC2_GROUND_TRUTH_FRAMES batches of at most `batch_rows` rows, lineage columns added."""
     lineage_columns = {
         "date": lineage.day,
-        "replay_id": lineage.replay_id,
+        "replay_id": lineage.sha256,  # a replay's id is the sha256 of its bytes
         "source_uri": lineage.uri,
         "backend": BACKEND,
     }

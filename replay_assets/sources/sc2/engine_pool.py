@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from pysc2.lib.remote_controller import RequestError
 
-from replay_assets.sources.sc2.engine import Lineage, ReplaySourceLike, Sc2EngineError, engine_frame_batches
+from replay_assets.sources.contract import Lineage
+from replay_assets.sources.sc2.engine import Sc2EngineError, engine_frame_batches
 from replay_assets.util.process_map import main_module_hidden
 
-S = TypeVar("S", bound=ReplaySourceLike)
+S = TypeVar("S", bound=Lineage)
 DEFAULT_SC2PATH = "~/StarCraftII"
 
 
@@ -278,7 +279,7 @@ class Sc2EnginePool:
                         break
                     index, (data, source) = task
                     sources[index] = source
-                    self._dispatch(self._idle_worker(), index, data, Lineage.of(source))
+                    self._dispatch(self._idle_worker(), index, data, source)
                 while next_out in done:
                     yield sources.pop(next_out), done.pop(next_out)
                     next_out += 1

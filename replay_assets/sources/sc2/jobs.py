@@ -8,12 +8,11 @@ module of the function it runs. From the asset module that meant importing Dagst
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from replay_assets.sources.sc2.replay import ReplaySource, ValidityRules, replay_metadata
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.tracker import TrackerState, decode_tracker_state
 
-__all__ = ["ReplayJob", "metadata_job", "tracker_state_job"]
+__all__ = ["ReplayJob", "tracker_state_job"]
 
 
 @dataclass(frozen=True)
@@ -21,13 +20,8 @@ class ReplayJob:
     """One replay's bytes, read and checked by the parent; only plain, picklable data."""
 
     data: bytes
-    source: ReplaySource
-    rules: ValidityRules | None = None
+    source: Lineage
     step_mul: int = 8
-
-
-def metadata_job(job: ReplayJob) -> dict[str, Any]:
-    return replay_metadata(job.data, job.source, job.rules)
 
 
 def tracker_state_job(job: ReplayJob) -> TrackerState:

@@ -40,9 +40,11 @@ from types import ModuleType
 from typing import Any
 
 import mpyq
+import pyarrow as pa
 from s2protocol import versions
 
 from replay_assets.errors import FileFormatError
+from replay_assets.sources.contract import Lineage, SourceReader
 from replay_assets.sources.sc2.fast_game_events import (
     ACTION_EVENTS,
     LEAVE_EVENT,
@@ -54,7 +56,7 @@ from replay_assets.sources.sc2.schema import SC2_REPLAY_METADATA
 
 __all__ = [
     "LOOPS_PER_SECOND",
-    "ReplaySource",
+    "READER",
     "Sc2Player",
     "Sc2Replay",
     "Sc2ReplayError",
@@ -78,28 +80,18 @@ class Sc2ReplayError(FileFormatError):
 
 
 @dataclass(frozen=True)
-class ReplaySource:
-    """Where one replay came from: lineage copied into every row."""
-
-    day: dt.date
-    uri: str
-    sha256: str
-
-    @property
-    def replay_id(self) -> str:
-        """The sha256 of the bytes: the same replay landed twice has one id."""
-        return self.sha256
-
-
-@dataclass(frozen=True)
 class ValidityRules:
     """The seed's ``valid_replay`` rules, every threshold configurable (None disables a rule)."""
 
-    min_game_loops: int | None = 1000
-    players: int | None = 2  # exactly this many non-observer players
-    min_apm: float | None = 10.0  # every human player; unknown APM fails the rule
-    min_mmr: int | None = 1000  # every player with a recorded MMR; unrecorded satisfies it
-    require_exact_decoder: bool = False  # True: reject replays decoded with the nearest older protocol
+    min_game_loops: int | None = field(default=1000, metadata={"description": "Shortest valid game (loops)."})
+    players: int | None = field(default=2, metadata={"description": "Exactly this many non-observers."})
+    min_apm: float | None = field(
+        default=10.0, metadata={"description": "Every human player at least this APM; unknown APM fails."}
+    )
+    min_mmr: int | None = field(default=1000, metadata={"description": "An unrecorded MMR satisfies it."})
+    require_exact_decoder: bool = field(
+        default=False, metadata={"description": "Reject replays decoded with the nearest older protocol."}
+    )
 
 
 @dataclass(frozen=True)
@@ -336,12 +328,12 @@ def _user_actions(replay: Sc2Replay) -> dict[int, UserActions]:
     return {u: UserActions(actions.get(u, 0), left.get(u)) for u in sorted(actions.keys() | left.keys())}
 
 
-def invalid_metadata_row(source: ReplaySource, *reasons: str) -> dict[str, Any]:
+def invalid_metadata_row(source: Lineage, *reasons: str) -> dict[str, Any]:
     """A metadata row knowing nothing but where the replay came from: invalid, for ``reasons``."""
     row: dict[str, Any] = dict.fromkeys(SC2_REPLAY_METADATA.names)
     row.update(
         date=source.day,
-        replay_id=source.replay_id,
+        replay_id=source.sha256,  # a replay's id is the sha256 of its bytes
         source_uri=source.uri,
         valid=False,
         invalid_reasons=list(reasons),
@@ -349,7 +341,7 @@ def invalid_metadata_row(source: ReplaySource, *reasons: str) -> dict[str, Any]:
     return row
 
 
-def replay_metadata(data: bytes, source: ReplaySource, rules: ValidityRules | None = None) -> dict[str, Any]:
+def replay_metadata(data: bytes, source: Lineage, rules: ValidityRules | None = None) -> dict[str, Any]:
     """One ``SC2_REPLAY_METADATA`` row; a replay that does not decode still gets one (invalid, reasons)."""
     rules = rules or ValidityRules()
     row = invalid_metadata_row(source)
@@ -436,3 +428,29 @@ def _judge(row: dict[str, Any], players: list[Sc2Player] | None, rules: Validity
         if rules.min_mmr is not None and p.mmr is not None and p.mmr < rules.min_mmr:
             reasons.append(f"player {p.player_id} MMR {p.mmr} < {rules.min_mmr}")
     return reasons
+
+
+def read(data: bytes, lineage: Lineage, rules: ValidityRules) -> list[pa.RecordBatch]:
+    """The reader contract's ``read``: one replay's metadata row (invalid, with reasons, when it does not
+    decode), converted to Arrow here, inside the pipeline's per-file guard."""
+    return [pa.RecordBatch.from_pylist([replay_metadata(data, lineage, rules)], schema=SC2_REPLAY_METADATA)]
+
+
+def _unreadable_row(lineage: Lineage, reason: str) -> dict[str, Any]:
+    return invalid_metadata_row(lineage, reason)
+
+
+def _by_replay_id(lineage: Lineage) -> str:
+    return lineage.sha256
+
+
+# A row for every replay of the day, in replay_id order: one that fails (even a bug, or bytes that could
+# not be read back) is an invalid row with the reason, never missing.
+READER = SourceReader(
+    source="sc2",
+    schema=SC2_REPLAY_METADATA,
+    read=read,
+    config=ValidityRules,
+    order=_by_replay_id,
+    failure_row=_unreadable_row,
+)

@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.fast_tracker import TrackerDecodeError, decode_tracker_events
-from replay_assets.sources.sc2.replay import ReplaySource, Sc2ReplayError, open_replay, text
+from replay_assets.sources.sc2.replay import Sc2ReplayError, open_replay, text
 from replay_assets.sources.sc2.schema import SC2_GROUND_TRUTH_FRAMES, SC2_UNIT
 
 __all__ = [
@@ -328,7 +329,7 @@ def _upgrades_column(state: TrackerState, frame_loops: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=pa.list_(pa.string()))
 
 
-def frames_batch(state: TrackerState, source: ReplaySource, step_mul: int) -> pa.RecordBatch:
+def frames_batch(state: TrackerState, source: Lineage, step_mul: int) -> pa.RecordBatch:
     """Every frame row of one replay as one ``SC2_GROUND_TRUTH_FRAMES`` record batch."""
     frame_count = state.game_loops // step_mul + 1
     frame_loops = np.arange(frame_count, dtype=np.int64) * step_mul
@@ -341,7 +342,7 @@ def frames_batch(state: TrackerState, source: ReplaySource, step_mul: int) -> pa
 
     columns: dict[str, pa.Array] = {
         "date": constant(source.day, pa.date32()),
-        "replay_id": constant(source.replay_id, pa.string()),
+        "replay_id": constant(source.sha256, pa.string()),
         "source_uri": constant(source.uri, pa.string()),
         "backend": constant(BACKEND, pa.string()),
         "game_loop": pa.array(np.repeat(frame_loops, n_players).astype(np.int32)),
@@ -375,7 +376,7 @@ def decode_tracker_state(data: bytes, uri: str) -> TrackerState:
 
 
 def state_frames(
-    state: TrackerState, source: ReplaySource, step_mul: int = 8, batch_rows: int = 2048
+    state: TrackerState, source: Lineage, step_mul: int = 8, batch_rows: int = 2048
 ) -> Iterator[pa.RecordBatch]:
     """``SC2_GROUND_TRUTH_FRAMES`` batches of ``batch_rows`` rows expanded from a replay's state: the
     vectorised half, run where the frames are written (a state is ~100x smaller than its frames)."""
@@ -387,7 +388,7 @@ def state_frames(
 
 
 def tracker_frames(
-    data: bytes, source: ReplaySource, step_mul: int = 8, batch_rows: int = 2048
+    data: bytes, source: Lineage, step_mul: int = 8, batch_rows: int = 2048
 ) -> Iterator[pa.RecordBatch]:
     """``SC2_GROUND_TRUTH_FRAMES`` batches (backend "tracker") of one replay's bytes.
 

@@ -47,14 +47,12 @@ never replaces an existing file, even one created meanwhile.
 
 from __future__ import annotations
 
-import contextlib
 import copyreg
 import datetime as dt
 import io
 import json
 import os
 import pickle
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +73,7 @@ from replay_assets.sources.tmrl.load import (
     _select,
     field_array,
 )
+from replay_assets.util.atomic_file import atomic_write
 from replay_assets.warehouse.selection import BasePath, DateLike, parse_day
 
 __all__ = [
@@ -383,29 +382,11 @@ def dumps_memory(columns: list[list[Any]]) -> bytes:
 def _write_atomically(target: Path, columns: list[list[Any]], overwrite: bool) -> int:
     """Write beside ``target`` then rename over it (``overwrite``) or hard-link it into place, which fails
     if ``target`` appeared meanwhile: a reader sees the old file or the whole new one, never a part."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with open(tmp, "wb") as sink:
+        with atomic_write(str(target), overwrite=overwrite) as sink:
             _PortablePickler(sink, protocol=PICKLE_PROTOCOL).dump(columns)
-            sink.flush()
-            os.fsync(sink.fileno())
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise ExportTargetExistsError(
-                    f"{target} already exists: pass overwrite=True (--overwrite) to replace it"
-                ) from None
-            except OSError:  # no hard links on this filesystem: check, then rename
-                if target.exists():
-                    raise ExportTargetExistsError(
-                        f"{target} already exists: pass overwrite=True (--overwrite) to replace it"
-                    ) from None
-                os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    except FileExistsError:
+        raise ExportTargetExistsError(
+            f"{target} already exists: pass overwrite=True (--overwrite) to replace it"
+        ) from None
     return target.stat().st_size

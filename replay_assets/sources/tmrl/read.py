@@ -49,6 +49,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from replay_assets.sources.contract import Lineage, NoConfig, SourceReader
 from replay_assets.sources.tmrl.schema import (
     ACT_SIZE,
     IMAGES_SHAPE,
@@ -80,11 +81,11 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "FULL_LAYOUT",
     "LIDAR_LAYOUT",
+    "READER",
     "TMRL_DEMO_BUFFERS",
     "TMRL_RUN_FORMAT",
     "PlayerRun",
     "RunFormatError",
-    "RunSource",
     "TmrlRunError",
     "UnsafePickleError",
     "load_run",
@@ -121,16 +122,6 @@ def _layout_name(signature: tuple[tuple[np.dtype, tuple[int, ...]], ...]) -> str
 
 
 # ------------------------------------------------------------------------------------------ header
-
-
-@dataclass(frozen=True)
-class RunSource:
-    """Where one run file came from: copied into every row as lineage."""
-
-    date: dt.date
-    source_uri: str
-    sha256: str
-    file_name: str  # e.g. "20251014_101500_a1b2c3d4.pkl"; a legacy list's run id is its stem
 
 
 @dataclass(frozen=True, eq=False)
@@ -701,7 +692,7 @@ class _RunRows:
     """Everything a batch of rows is cut from."""
 
     decoded: _Decoded
-    source: RunSource
+    source: Lineage
     episode_start: np.ndarray
     episode_end: np.ndarray
 
@@ -715,9 +706,9 @@ def _record_batch(rows: _RunRows, start: int, stop: int) -> pa.RecordBatch:
     n = stop - start
     types = _COLUMN_TYPES
     arrays: dict[str, pa.Array] = {
-        "date": _repeat(source.date, types["date"], n),
+        "date": _repeat(source.day, types["date"], n),
         "run_id": _repeat(header.run_id, types["run_id"], n),
-        "source_uri": _repeat(source.source_uri, types["source_uri"], n),
+        "source_uri": _repeat(source.uri, types["source_uri"], n),
         "sha256": _repeat(source.sha256, types["sha256"], n),
         "sample_index": pa.array(np.arange(start, stop, dtype=np.int32)),
         "episode_start": pa.array(rows.episode_start[start:stop]),
@@ -742,7 +733,7 @@ def _record_batch(rows: _RunRows, start: int, stop: int) -> pa.RecordBatch:
 
 
 def run_batches(
-    data: bytes, source: RunSource, *, batch_rows: int = 4096, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes, source: Lineage, *, batch_rows: int = 4096, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Iterator[pa.RecordBatch]:
     """One run file's bytes as ``TMRL_DEMO_BUFFERS`` batches of at most ``batch_rows`` rows, in file order.
 
@@ -751,7 +742,7 @@ def run_batches(
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, not {batch_rows}")
-    name = source.source_uri or source.file_name
+    name = source.uri or source.file_name
     decoded = _decode(data, name, source.file_name or name, max_bytes)
     columns = decoded.columns
     rows = _RunRows(decoded, source, *_episode_bounds(columns.terminated, columns.truncated))
@@ -761,3 +752,21 @@ def run_batches(
         batch_rows = max(1, min(batch_rows, (2**31 - 1) // max(row_bytes, 1)))
     for start in range(0, total, batch_rows):
         yield _record_batch(rows, start, min(start + batch_rows, total))
+
+
+# Files the online-injection sensor quarantined (``.pkl.rejected`` and their ``.reason``) are counted by the
+# listing, not decoded again; consumed ones (``.pkl.imported``) keep their day, so re-materializing a day
+# never loses a run.
+QUARANTINED_SUFFIXES = (".rejected", ".reason")
+
+
+def read(data: bytes, lineage: Lineage, config: NoConfig) -> Iterator[pa.RecordBatch]:
+    """The reader contract's ``read``: one player run's samples."""
+    return run_batches(data, lineage)
+
+
+def _not_quarantined(lineage: Lineage) -> bool:
+    return not lineage.relative_path.endswith(QUARANTINED_SUFFIXES)
+
+
+READER = SourceReader(source="tmrl", schema=TMRL_DEMO_BUFFERS, read=read, accepts=_not_quarantined)

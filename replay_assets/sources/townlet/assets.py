@@ -1,13 +1,18 @@
 """Townlet assets: every recording indexed and verified, and the steps of the valid ones.
 
 ``townlet_recordings_index`` puts each ``episode_recordings`` row beside what its file really holds
-(orphan files and rows without a file included, as invalid rows); ``townlet_episode_steps`` decodes
-the valid recordings into one row per step. Decoding and verification live in ``sources/townlet/read.py``.
+(orphan files and rows without a file included, as invalid rows). It is not a per-file reader over the
+pipeline: its unit is a checkpoint's SQLite index joined with the files it names (and those it does not),
+and a file that cannot be read or verified is an invalid row of the index, never a gap. Each file's
+conversion still runs under a guard that turns anything raised into that row's ``invalid_reason``.
+
+``townlet_episode_steps`` is the pipeline's per-file reader (``read.py`` ``READER``) over the recordings
+the index judged valid. Decoding and verification live in ``read.py``.
 """
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -20,17 +25,16 @@ from dagster import (
     Output,
 )
 
-from replay_assets.errors import ReplayAssetsError
-from replay_assets.landing.backends import LandingBackend, relative_path_of
+from replay_assets.landing.backends import LandingBackend, LandingUnavailableError, relative_path_of
 from replay_assets.landing.listing import MISSING_FILE, OK, SQLITE_COMPANIONS, UNINDEXED, UNREADABLE
 from replay_assets.pipeline.daily import daily_asset
-from replay_assets.pipeline.files import FailureLog, files_stream, read_listed_file
+from replay_assets.pipeline.files import failure_reason, read_listed_file
 from replay_assets.pipeline.resources import ReplayStore
+from replay_assets.pipeline.source_assets import DayInputs, source_assets
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.townlet.index import read_recordings_index
-from replay_assets.sources.townlet.read import read_episode_steps, recordings_index_row
-from replay_assets.sources.townlet.schema import TOWNLET_EPISODE_STEPS, TOWNLET_RECORDINGS_INDEX
-from replay_assets.warehouse.io_manager import ROW_GROUP_ROWS_METADATA
-from replay_assets.warehouse.parquet import PartitionStream
+from replay_assets.sources.townlet.read import READER, checkpoint_of, recordings_index_row
+from replay_assets.sources.townlet.schema import TOWNLET_RECORDINGS_INDEX
 
 INDEX = "townlet_recordings_index"
 STEPS = "townlet_episode_steps"
@@ -63,18 +67,31 @@ def _day_index_rows(backend: LandingBackend, day: dt.date, listing: pa.Table) ->
         data, read_error = None, None
         if entry["status"] in (OK, UNINDEXED):
             try:
-                data = read_listed_file(backend, entry)  # checked against the listing's sha256
-            except (ReplayAssetsError, OSError) as exc:
-                read_error = str(exc)
-        row = recordings_index_row(
-            index_row,
-            data,
-            entry["uri"],
-            date=day,
-            checkpoint=entry["relative_path"].split("/")[1],
-            index_uri=index_uri,
-            sha256=entry["sha256"] if data is not None else None,
-        )
+                data = read_listed_file(backend, _lineage(day, entry))  # checked against the listing
+            except LandingUnavailableError:
+                raise
+            except Exception as exc:
+                read_error = failure_reason(_lineage(day, entry), exc)
+        try:
+            row = recordings_index_row(
+                index_row,
+                data,
+                entry["uri"],
+                date=day,
+                checkpoint=checkpoint_of(entry["relative_path"]),
+                index_uri=index_uri,
+                sha256=entry["sha256"] if data is not None else None,
+            )
+        except Exception as exc:  # a bug or an unforeseen input: this recording is invalid, the day goes on
+            row = recordings_index_row(
+                index_row,
+                None,
+                entry["uri"],
+                date=day,
+                checkpoint=checkpoint_of(entry["relative_path"]),
+                index_uri=index_uri,
+            )
+            read_error = failure_reason(_lineage(day, entry), exc)
         if entry["status"] == UNREADABLE or read_error:
             # The file is there but could not be read: say so, rather than "missing file".
             row.update(
@@ -177,75 +194,31 @@ def townlet_recordings_index(
     yield from _index_checks(tables)
 
 
-def _steps_stream(
-    backend: LandingBackend, day: dt.date, index: pa.Table, failures: FailureLog
-) -> PartitionStream:
-    """The day's valid recordings decoded in (checkpoint, episode) order, one batch per episode."""
+def _lineage(day: dt.date, entry: dict[str, Any]) -> Lineage:
+    return Lineage(day, entry["uri"], entry["sha256"], entry["relative_path"])
+
+
+def _valid_recordings(inputs: DayInputs) -> list[Lineage]:
+    """The recordings the day's index judged valid, in (checkpoint, episode) order."""
     columns = ["valid", "checkpoint", "episode_id", "source_uri", "sha256"]
     valid = sorted(
-        (r for r in index.select(columns).to_pylist() if r["valid"]),
+        (r for r in inputs.tables[INDEX].select(columns).to_pylist() if r["valid"]),
         key=lambda r: (r["checkpoint"], r["episode_id"], r["source_uri"]),
     )
-    files = [
-        {
-            "uri": r["source_uri"],
-            "sha256": r["sha256"],
-            "relative_path": relative_path_of(backend, r["source_uri"]),
-            "checkpoint": r["checkpoint"],
-        }
+    return [
+        Lineage(inputs.day, r["source_uri"], r["sha256"], relative_path_of(inputs.backend, r["source_uri"]))
         for r in valid
     ]
 
-    def decode(data: bytes, row: dict[str, Any]) -> list[pa.RecordBatch]:
-        _, batch = read_episode_steps(
-            data, row["uri"], date=day, checkpoint=row["checkpoint"], source_uri=row["uri"]
-        )
-        return [batch]
 
-    stream = files_stream(backend, files, TOWNLET_EPISODE_STEPS, decode, failures)
-    regrouped = _regrouped(stream.batches, STEPS_ROW_GROUP_ROWS)
-    return PartitionStream(pa.RecordBatchReader.from_batches(TOWNLET_EPISODE_STEPS, regrouped), stream.report)
-
-
-def _regrouped(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """``batches`` (one per episode) as contiguous batches of ``rows`` rows, the last one shorter: the
-    writer then encodes each row group from one batch instead of from ~16 episode-sized chunks, which
-    measured ~25% faster. Memory: at most ``rows`` rows plus one episode."""
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    for batch in batches:
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        if pending_rows < rows:
-            continue
-        combined = pa.Table.from_batches(pending, TOWNLET_EPISODE_STEPS).combine_chunks()
-        full = pending_rows - pending_rows % rows
-        yield from combined.slice(0, full).to_batches(max_chunksize=rows)
-        pending = combined.slice(full).to_batches()
-        pending_rows -= full
-    if pending_rows:
-        yield from pa.Table.from_batches(pending, TOWNLET_EPISODE_STEPS).combine_chunks().to_batches()
-
-
-@daily_asset(
-    name=STEPS,
-    group_name="townlet",
+townlet_episode_steps = source_assets(
+    READER,
+    rows=STEPS,
+    group="townlet",
+    description="One row per recorded step of every valid Townlet recording of the day, sorted by episode "
+    "and step: position, meters, action, rewards, done, and the optional Q-values, epsilon, masks and "
+    "temporal fields.",
     ins={INDEX: AssetIn()},
-    metadata={ROW_GROUP_ROWS_METADATA: STEPS_ROW_GROUP_ROWS},
+    files=_valid_recordings,
+    row_group_rows=STEPS_ROW_GROUP_ROWS,
 )
-def townlet_episode_steps(
-    context: AssetExecutionContext, townlet_recordings_index: dict[str, pa.Table], replay_store: ReplayStore
-):
-    """One row per recorded step of every valid Townlet recording of the day, sorted by episode and step:
-    position, meters, action, rewards, done, and the optional Q-values, epsilon, masks and temporal fields."""
-    keys = list(context.partition_keys)
-    backend = replay_store.backend()
-    failures = {key: FailureLog(dt.date.fromisoformat(key), "townlet") for key in keys}
-    streams = {
-        key: _steps_stream(backend, failures[key].day, townlet_recordings_index[key], failures[key])
-        for key in keys
-    }
-    yield Output(streams if len(keys) > 1 else streams[keys[0]])
-    for log in failures.values():
-        for reason in log.summary():
-            context.log.warning(f"{STEPS}: skipped a recording judged valid by the index: {reason}")

@@ -48,6 +48,8 @@ import numpy as np
 import pyarrow as pa
 
 from replay_assets.errors import FileFormatError
+from replay_assets.landing.detect import LZ4_FRAME_MAGIC, is_msgpack_map
+from replay_assets.sources.contract import Lineage, NoConfig, SourceReader
 from replay_assets.sources.townlet.fast_msgpack import (
     INT32_MAX,
     OPTIONAL_STEP_KEYS,
@@ -62,7 +64,6 @@ from replay_assets.sources.townlet.schema import TOWNLET_EPISODE_STEPS, TOWNLET_
 
 __all__ = [
     "INDEX_COLUMNS",
-    "LZ4_FRAME_MAGIC",
     "STEP_COLUMNS",
     "SUPPORTED_VERSIONS",
     "VERIFICATION_COLUMNS",
@@ -78,7 +79,6 @@ __all__ = [
 ]
 
 SUPPORTED_VERSIONS = (1,)
-LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"
 REQUIRED_METADATA_KEYS = ("episode_id", "survival_steps")
 # The episode_recordings columns, in the index schema's order (recorded_at is derived from timestamp).
 INDEX_COLUMNS = (
@@ -290,7 +290,7 @@ def _decompress(data: bytes, name: str) -> tuple[str, bytes]:
             raise RecordingFormatError(name, f"broken lz4 frame: {exc}") from None
     if not data:
         raise RecordingFormatError(name, "empty file")
-    if not (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):
+    if not is_msgpack_map(data[:1]):
         raise RecordingFormatError(
             name, f"neither an lz4 frame nor a msgpack map (first bytes {data[:4].hex(' ')})"
         )
@@ -704,3 +704,19 @@ def _utc(timestamp: float) -> dt.datetime | None:
         return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def checkpoint_of(relative_path: str) -> str:
+    """The checkpoint folder of a recording or index: ``townlet/<checkpoint>/...``."""
+    return relative_path.split("/")[1]
+
+
+def read(data: bytes, lineage: Lineage, config: NoConfig) -> list[pa.RecordBatch]:
+    """The reader contract's ``read``: one recording's steps (the index decides which files are read)."""
+    _, batch = read_episode_steps(
+        data, lineage.uri, date=lineage.day, checkpoint=checkpoint_of(lineage.relative_path)
+    )
+    return [batch]
+
+
+READER = SourceReader(source="townlet", schema=TOWNLET_EPISODE_STEPS, read=read)

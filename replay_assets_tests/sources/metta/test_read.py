@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pytest
 
 from replay_assets.errors import ReplayAssetsError
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.metta.read import (
     ReplayFormatError,
-    ReplaySource,
     environment_from_path,
     episode_id_for,
     read_metta_samples,
@@ -47,11 +47,11 @@ REAL_FILES = {
 }
 
 
-def _source(name: str, folder: str = f"metta/{DAY.isoformat()}") -> ReplaySource:
-    return ReplaySource(DAY, f"file:///landing/{folder}/{name}", SHA, f"{folder}/{name}")
+def _source(name: str, folder: str = f"metta/{DAY.isoformat()}") -> Lineage:
+    return Lineage(DAY, f"file:///landing/{folder}/{name}", SHA, f"{folder}/{name}")
 
 
-def _read(data: bytes, source: ReplaySource | None = None, **kwargs: Any) -> pa.Table:
+def _read(data: bytes, source: Lineage | None = None, **kwargs: Any) -> pa.Table:
     batches = list(read_metta_samples(data, source or _source("fixture.json.z"), **kwargs))
     for batch in batches:
         assert batch.schema.equals(METTA_ACTION_SAMPLES, check_metadata=True)
@@ -435,7 +435,7 @@ def test_bad_files_raise_one_line_errors_naming_the_file(case: str) -> None:
     with pytest.raises(ReplayFormatError) as info:
         next(batches)  # nothing is yielded before the whole file is validated
     message = str(info.value)
-    assert message.startswith(source.source_uri) and reason in message and "\n" not in message
+    assert message.startswith(source.uri) and reason in message and "\n" not in message
     assert isinstance(info.value, ValueError) and isinstance(info.value, ReplayAssetsError)
 
 
@@ -509,14 +509,14 @@ def test_environment_from_path(relative_path: str, expected: str | None) -> None
 
 
 def test_lineage_columns() -> None:
-    source = ReplaySource(
+    source = Lineage(
         DAY, "s3://bucket/metta/arena/2025-01-02/x.json.z", "EF" * 32, "metta/arena/2025-01-02/x.json.z"
     )
     table = _read(metta_replay_bytes(version=2, compression="zlib", seed=2), source)
     first = table.slice(0, 1).to_pylist()[0]
     assert (first["date"], first["source_uri"], first["source_sha256"], first["episode_id"]) == (
         DAY,
-        source.source_uri,
-        source.source_sha256,
+        source.uri,
+        source.sha256,
         "sha256:" + "ef" * 16,
     )

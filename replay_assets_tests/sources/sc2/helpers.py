@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from pathlib import Path
 
-from replay_assets.sources.sc2.replay import ReplaySource
+from replay_assets.sources.contract import Lineage
 
 DAY = dt.date(2025, 10, 15)
 # Replays sc2reader 1.9 also reads (it fails on the bot replays replay_0x with an IndexError).
@@ -30,5 +29,5 @@ def all_replays(shared: Path) -> list[Path]:
     return sorted((shared / "sc2").glob("*.SC2Replay"))
 
 
-def source_for(data: bytes, uri: str) -> ReplaySource:
-    return ReplaySource(DAY, uri, hashlib.sha256(data).hexdigest())
+def source_for(data: bytes, uri: str) -> Lineage:
+    return Lineage.of_bytes(data, DAY, uri)

@@ -11,9 +11,9 @@ import pytest
 from s2clientprotocol import raw_pb2
 from s2clientprotocol import sc2api_pb2 as sc_pb
 
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.engine import (
     FrameMerger,
-    Lineage,
     Sc2EngineError,
     engine_frame_batches,
     merged_rows,
@@ -23,11 +23,22 @@ from replay_assets.sources.sc2.engine import (
 from replay_assets.sources.sc2.schema import SC2_GROUND_TRUTH_FRAMES
 from replay_assets_tests.sources.sc2.standin import install_standin, replay_bytes, scenario
 
-LINEAGE = Lineage(dt.date(2025, 10, 15), "landing/sc2/2025-10-15/standin.SC2Replay", "ab" * 32)
+LINEAGE = Lineage(
+    dt.date(2025, 10, 15),
+    "landing/sc2/2025-10-15/standin.SC2Replay",
+    "ab" * 32,
+    "sc2/2025-10-15/standin.SC2Replay",
+)
 
 
-def _obs(loop: int, player: int, units: list[dict[str, Any]], dead: tuple[int, ...] = (),
-         upgrades: tuple[int, ...] = (), minerals: int = 50) -> sc_pb.ResponseObservation:
+def _obs(
+    loop: int,
+    player: int,
+    units: list[dict[str, Any]],
+    dead: tuple[int, ...] = (),
+    upgrades: tuple[int, ...] = (),
+    minerals: int = 50,
+) -> sc_pb.ResponseObservation:
     obs = sc_pb.ResponseObservation()
     obs.observation.game_loop = loop
     obs.observation.player_common.player_id = player
@@ -48,10 +59,13 @@ def test_owner_perspective_wins_and_other_perspectives_fill_in() -> None:
     ordered = {"tag": 5, "owner": 1, "unit_type": 45, "orders": [{"ability_id": 295}]}
     unordered = {"tag": 5, "owner": 1, "unit_type": 45, "health": 45.0}
     only_seen_by_2 = {"tag": 9, "owner": 1, "unit_type": 48}
-    rows = FrameMerger([1, 2]).merge(8, {
-        2: _obs(8, 2, [unordered, only_seen_by_2, {"tag": 7, "owner": 16, "unit_type": 341}]),
-        1: _obs(8, 1, [ordered]),
-    })
+    rows = FrameMerger([1, 2]).merge(
+        8,
+        {
+            2: _obs(8, 2, [unordered, only_seen_by_2, {"tag": 7, "owner": 16, "unit_type": 341}]),
+            1: _obs(8, 1, [ordered]),
+        },
+    )
     p1, p2 = _by_player(rows)[1], _by_player(rows)[2]
     assert [u["tag"] for u in p1["units"]] == [5, 9]
     assert p1["units"][0]["orders"][0]["ability_id"] == 295  # from player 1's own perspective
@@ -91,7 +105,10 @@ def test_a_perspective_repeating_a_loop_does_not_break_the_merge() -> None:
     streams = {1: repeated, 2: [_obs(8, 2, [])]}
     rows = list(merged_rows([1, 2], streams))
     assert [(r["game_loop"], r["player_id"], r["minerals"]) for r in rows] == [
-        (0, 1, 50), (0, 2, None), (8, 1, 2), (8, 2, 50)
+        (0, 1, 50),
+        (0, 2, None),
+        (8, 1, 2),
+        (8, 2, 50),
     ]
 
 
@@ -132,7 +149,7 @@ def test_engine_replay_both_perspectives_merged(controller: Any) -> None:
         (loop, player) for loop in (0, 8, 16, 24, 32, 36) for player in (1, 2)
     ]
     assert {(r["date"], r["replay_id"], r["source_uri"], r["backend"]) for r in rows} == {
-        (LINEAGE.day, LINEAGE.replay_id, LINEAGE.uri, "engine")
+        (LINEAGE.day, LINEAGE.sha256, LINEAGE.uri, "engine")
     }
     frame = {(r["game_loop"], r["player_id"]): r for r in rows}
     p1, p2 = frame[(8, 1)], frame[(8, 2)]
@@ -143,7 +160,11 @@ def test_engine_replay_both_perspectives_merged(controller: Any) -> None:
         {"ability_id": 295, "target_unit_tag": 16001, "target_x": None, "target_y": None, "progress": 0.5}
     ]  # seen only from player 1's perspective
     assert (cc["unit_name"], cc["build_progress"], cc["is_complete"], cc["energy"]) == (
-        "CommandCenter", 0.25, False, 50.0)
+        "CommandCenter",
+        0.25,
+        False,
+        50.0,
+    )
     assert scv["shield"] is None  # the engine did not send one: null, never invented
     drone = p2["units"][1]
     assert (drone["tag"], drone["unit_name"]) == (2002, "Drone")  # hidden from player 1: the merge has it

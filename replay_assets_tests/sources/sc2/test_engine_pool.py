@@ -2,13 +2,13 @@
 and hangs, restart it on schedule, and return results in input order. Plus the real engine when installed."""
 
 import datetime as dt
-import hashlib
 import os
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.assets import Sc2Engine
 from replay_assets.sources.sc2.engine import Sc2EngineError
 from replay_assets.sources.sc2.engine_pool import (
@@ -17,7 +17,6 @@ from replay_assets.sources.sc2.engine_pool import (
     engine_can_play,
     installed_builds,
 )
-from replay_assets.sources.sc2.replay import ReplaySource
 from replay_assets_tests.sources.sc2.standin import BUILD, install_standin, replay_bytes, scenario
 
 DAY = dt.date(2025, 10, 15)
@@ -44,9 +43,9 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def item(name: str, **game: object) -> tuple[bytes, ReplaySource]:
+def item(name: str, **game: object) -> tuple[bytes, Lineage]:
     data = replay_bytes(scenario(**game))
-    return data, ReplaySource(DAY, f"landing/sc2/{DAY}/{name}.SC2Replay", hashlib.sha256(data).hexdigest())
+    return data, Lineage.of_bytes(data, DAY, f"landing/sc2/{DAY}/{name}.SC2Replay")
 
 
 def rows(result: list[pa.RecordBatch] | Exception) -> int:
@@ -187,7 +186,7 @@ def test_real_engine_on_replays_that_match_the_last_linux_build(shared_data: Pat
     items = []
     for name in ("replay_01", "replay_05", "replay_09"):
         data = (shared_data / "sc2" / f"{name}.SC2Replay").read_bytes()
-        items.append((data, ReplaySource(DAY, f"sc2/{name}.SC2Replay", hashlib.sha256(data).hexdigest())))
+        items.append((data, Lineage.of_bytes(data, DAY, f"sc2/{name}.SC2Replay")))
     with Sc2EnginePool(REAL_SC2, workers=2, base_build=75689, replay_timeout_s=1800, step_mul=64) as pool:
         for source, result in pool.frames(items):
             assert not isinstance(result, Exception), result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import random
 import warnings
@@ -15,7 +14,8 @@ import pyarrow as pa
 import pytest
 from s2protocol import versions
 
-from replay_assets.sources.sc2.replay import ReplaySource, open_replay, replay_metadata
+from replay_assets.sources.contract import Lineage
+from replay_assets.sources.sc2.replay import open_replay, replay_metadata
 from replay_assets.sources.sc2.sample import (
     BASE_BUILD,
     Sc2PlayerSpec,
@@ -46,8 +46,8 @@ def replay_path(replay: Sc2SampleReplay, tmp_path_factory: pytest.TempPathFactor
     return path
 
 
-def source(data: bytes) -> ReplaySource:
-    return ReplaySource(PLAYED_AT.date(), "s3://demo/sc2/sample.SC2Replay", hashlib.sha256(data).hexdigest())
+def source(data: bytes) -> Lineage:
+    return Lineage.of_bytes(data, PLAYED_AT.date(), "s3://demo/sc2/sample.SC2Replay")
 
 
 def frames(data: bytes) -> pa.Table:

@@ -40,9 +40,10 @@ from replay_assets.datasets import (
     export_tmrl_memory,
 )
 from replay_assets.errors import ReplayAssetsError
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.tmrl.export import COLUMNS, ExportTargetExistsError, NoDemoSamplesError
 from replay_assets.sources.tmrl.load import IMAGES_SHAPE, LIDAR_SHAPE, MixedSamplerWarning
-from replay_assets.sources.tmrl.read import TMRL_DEMO_BUFFERS, RunSource, run_batches
+from replay_assets.sources.tmrl.read import TMRL_DEMO_BUFFERS, run_batches
 from replay_assets.sources.tmrl.sample import tmrl_player_run_bytes, tmrl_player_run_object
 from replay_assets.warehouse.layout import partition_file, warehouse_root
 from replay_assets.warehouse.parquet import write_parquet
@@ -68,7 +69,7 @@ def write_day(uri: str, day: dt.date, runs: list[Run]) -> None:
     """One partition holding ``runs``, as the asset writes it."""
     batches = []
     for name, data in runs:
-        source = RunSource(
+        source = Lineage(
             day, f"s3://landing/tmrl/player_runs/{name}", hashlib.sha256(data).hexdigest(), name
         )
         batches.extend(run_batches(data, source))

@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from replay_assets.errors import ReplayAssetsError
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.tmrl import read as tmrl
 from replay_assets.sources.tmrl import unpickle as tmrl_unpickle
 from replay_assets.sources.tmrl.read import (
     TMRL_DEMO_BUFFERS,
     RunFormatError,
-    RunSource,
     TmrlRunError,
     UnsafePickleError,
     load_run,
@@ -79,8 +79,8 @@ def _replace(run: dict[str, Any], index: int, **fields: Any) -> dict[str, Any]:
     return run
 
 
-def _source(data: bytes, file_name: str = "20251014_101500_test.pkl") -> RunSource:
-    return RunSource(
+def _source(data: bytes, file_name: str = "20251014_101500_test.pkl") -> Lineage:
+    return Lineage(
         DAY, f"s3://landing/tmrl/player_runs/{file_name}", hashlib.sha256(data).hexdigest(), file_name
     )
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import lz4.frame
 import msgpack
-import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, materialize
 
@@ -163,25 +162,3 @@ def test_index_being_written_by_another_connection(shared_landing: Path, tmp_pat
     finally:
         db.rollback()
         db.close()
-
-
-def test_steps_are_regrouped_into_row_group_sized_batches() -> None:
-    """Episode batches become contiguous batches of exactly the row-group size (the last shorter),
-    holding the same rows in the same order."""
-    from replay_assets.sources.townlet.assets import _regrouped
-    from replay_assets.sources.townlet.read import read_episode_steps
-    from replay_assets.sources.townlet.sample import townlet_recording_bytes
-    from replay_assets.sources.townlet.schema import TOWNLET_EPISODE_STEPS
-
-    episodes = []
-    for i, steps in enumerate([7, 30, 2, 12, 24]):
-        data = townlet_recording_bytes(
-            episode_id=i + 1, seed=i, num_steps=steps, compression="lz4", layout_shape="flat", timestamp=1e9
-        )
-        episodes.append(read_episode_steps(data, f"e{i}", date=dt.date(2025, 1, 1), checkpoint="c")[1])
-    batches = list(_regrouped(iter(episodes), 16))
-    assert [b.num_rows for b in batches] == [16, 16, 16, 16, 11]
-    assert all(b.schema.equals(TOWNLET_EPISODE_STEPS) for b in batches)
-    expected = pa.Table.from_batches(episodes)
-    assert pa.Table.from_batches(batches).equals(expected)
-    assert list(_regrouped(iter([]), 16)) == []

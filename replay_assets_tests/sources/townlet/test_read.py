@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 from replay_assets.errors import ReplayAssetsError
+from replay_assets.landing.detect import LZ4_FRAME_MAGIC
 from replay_assets.sources.townlet import fast_msgpack as townlet_msgpack
 from replay_assets.sources.townlet import read as townlet
 from replay_assets.sources.townlet.index import read_recordings_index
@@ -227,7 +228,7 @@ def test_uncompressed_real_episodes(real) -> None:
     by_id = {row["episode_id"]: row for row in rows}
     for episode_id in sorted(UNCOMPRESSED_EPISODES):
         data = (directory / recording_file_path(episode_id)).read_bytes()
-        assert data[:4] != townlet.LZ4_FRAME_MAGIC and data[0] in (0x84, 0xDE, 0xDF)
+        assert data[:4] != LZ4_FRAME_MAGIC and data[0] in (0x84, 0xDE, 0xDF)
         episode, _ = decode_recording(data, recording_file_path(episode_id))
         assert episode.compression == "none"
         assert episode.compressed_size == episode.uncompressed_size == len(data)
@@ -489,7 +490,7 @@ def test_step_errors(change, match: str) -> None:
 
 def _index_row(data: bytes, **overrides: Any) -> dict[str, Any]:
     md = _direct(data)["metadata"]
-    raw = lz4.frame.decompress(data) if data[:4] == townlet.LZ4_FRAME_MAGIC else data
+    raw = lz4.frame.decompress(data) if data[:4] == LZ4_FRAME_MAGIC else data
     row = {key: md[key] for key in ("episode_id", "timestamp", "survival_steps", "total_reward",
                                     "extrinsic_reward", "intrinsic_reward", "curriculum_stage", "epsilon",
                                     "intrinsic_weight")}  # fmt: skip
