@@ -5,6 +5,10 @@ An asset returns, for its partition, a ``pyarrow.Table``; or, to stream, a ``pya
 or a ``PartitionStream`` whose report joins the metadata after the write. In a range run (a
 single-run backfill or ``--partition-range``) it returns a mapping from partition key to one of those,
 and each partition still gets its own file.
+
+A partition's ``date`` lives in its folder name, not in its file (``warehouse.layout``): ``handle_output``
+leaves the column out of the file, ``load_input`` puts it back, and ``dagster/column_schema`` shows the
+schema with it: downstream assets and the UI see the asset's logical schema.
 """
 
 from collections.abc import Mapping
@@ -22,7 +26,13 @@ from dagster import (
 from pydantic import PrivateAttr
 from upath import UPath
 
-from replay_assets.warehouse.layout import is_local, partition_file, warehouse_root
+from replay_assets.warehouse.layout import (
+    is_local,
+    logical_schema,
+    partition_file,
+    warehouse_root,
+    with_partition_column,
+)
 from replay_assets.warehouse.parquet import PartitionStream, read_parquet, write_parquet
 
 # Definition metadata an asset sets to choose its Parquet row-group size (see write_parquet).
@@ -76,12 +86,12 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         for key, data in per_partition.items():
             path = self.path_for(asset_key, key)
             stream = data if isinstance(data, PartitionStream) else None
-            result = write_parquet(path, stream.batches if stream else data, group_rows)
+            result = write_parquet(path, stream.batches if stream else data, group_rows, partition_key=key)
             context.log.debug(f"wrote {result.row_count} rows to {result.uri}")
             counts[key or "all"] = result.row_count
             if stream:
                 reports[key or "all"] = stream.report()
-            schema = result.schema
+            schema = logical_schema(result.schema) if key is not None else result.schema
             uris.append(path)
         metadata: dict[str, Any] = {
             **_merge_reports(reports),
@@ -121,7 +131,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         for key in context.asset_partition_keys:
             path = self.path_for(asset_key, key)
             if path.exists():
-                tables[key] = read_parquet(path)
+                tables[key] = with_partition_column(read_parquet(path), key)
             else:
                 missing.append(key)
         if missing and not allow_missing:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from replay_assets.errors import ReplayAssetsError
-from replay_assets.warehouse.layout import is_local
+from replay_assets.warehouse.layout import drop_partition_column, is_local
 
 TableLike = pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]
 
@@ -234,14 +234,20 @@ def _atomic_sink(path: UPath) -> Iterator[BinaryIO]:
     sink.close()
 
 
-def write_parquet(path: UPath, data: TableLike, row_group_rows: int | None = None) -> WriteResult:
+def write_parquet(
+    path: UPath, data: TableLike, row_group_rows: int | None = None, partition_key: str | None = None
+) -> WriteResult:
     """Stream ``data`` into one Parquet file at ``path``, replacing any old file atomically.
 
     ``row_group_rows`` (default ``ROW_GROUP_ROWS``): smaller groups let a reader fetch one episode
-    without decoding a million rows; larger ones compress and scan better.
+    without decoding a million rows; larger ones compress and scan better. ``partition_key``: the file is
+    the ``date=<partition_key>`` partition, so its ``date`` column is left out (it lives in the folder
+    name; see ``layout.drop_partition_column``) and ``WriteResult.schema`` is the file's schema.
     """
     try:
         schema, batches = _as_batches(data)
+        if partition_key is not None:
+            schema, batches = drop_partition_column(schema, batches, partition_key)
         with _atomic_sink(path) as sink:
             rows = _write_stream(sink, schema, batches, row_group_rows or ROW_GROUP_ROWS)
     except Exception as exc:
