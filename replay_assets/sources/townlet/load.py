@@ -29,7 +29,7 @@ import operator
 import threading
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,9 +57,11 @@ from replay_assets.warehouse.filters import filters_expression, parse_filters
 from replay_assets.warehouse.selection import (
     UNSET,
     BasePath,
+    DateLike,
     MissingPartitionsError,
     MissingPartitionsWarning,
     Selection,
+    parse_day,
     resolve_warehouse,
     select_partitions,
     warehouse_argument,
@@ -311,6 +313,24 @@ class TownletRecordings:
 # Training
 
 
+def _day_predicate(
+    start_date: DateLike | None, end_date: DateLike | None, dates: DateLike | Sequence[DateLike] | None
+) -> Callable[[dt.date], bool] | None:
+    """Which index days to keep: the inclusive range or the listed days (as ``select_partitions``)."""
+    if dates is not None:
+        if start_date is not None or end_date is not None:
+            raise ValueError("pass either dates=[...] or start_date/end_date, not both")
+        listed = {parse_day(d) for d in ([dates] if isinstance(dates, str | dt.date) else dates)}
+        return listed.__contains__
+    if start_date is None and end_date is None:
+        return None
+    low = parse_day(start_date) if start_date is not None else dt.date.min
+    high = parse_day(end_date) if end_date is not None else dt.date.max
+    if low > high:
+        raise ValueError(f"start_date {low} is after end_date {high}")
+    return lambda day: low <= day <= high
+
+
 class TownletStepDataset:
     """Map-style dataset of recorded steps for ``DataLoader(ds, batch_size=64, shuffle=True)``.
 
@@ -322,8 +342,9 @@ class TownletStepDataset:
     ``list()``), else every *valid* recording matching ``checkpoint``/``stage``/``reason``/
     ``min_reward``/``max_reward`` (the ``list()`` filters, no limit) and ``filters=`` (the loaders'
     ``{"column": "condition"}`` grammar, over ``townlet_recordings_index`` columns, e.g.
-    ``{"survival_steps": ">= 100"}``). ``ds.episodes`` lists them as ``(checkpoint, episode_id)``,
-    ordered by checkpoint then id.
+    ``{"survival_steps": ">= 100"}``), on the days ``start_date``..``end_date`` (inclusive) or ``dates``
+    of their index rows. ``ds.episodes`` lists them as ``(checkpoint, episode_id)``, ordered by checkpoint
+    then id.
 
     ``window=None``: one item per recorded step. ``window=k``: one item per run of ``k`` consecutive
     *recorded* steps of one episode (stride 1; never across an episode boundary; episodes shorter than
@@ -353,6 +374,9 @@ class TownletStepDataset:
         episodes: Iterable[Any] | None = None,
         *,
         warehouse: TownletRecordings | BasePath | None = None,
+        start_date: DateLike | None = None,
+        end_date: DateLike | None = None,
+        dates: DateLike | Sequence[DateLike] | None = None,
         filters: Mapping[str, str] | None = None,
         checkpoint: str | None = None,
         stage: int | None = None,
@@ -385,6 +409,11 @@ class TownletStepDataset:
             filters=filters,
         )
         index = recordings._index()
+        wanted_day = _day_predicate(start_date, end_date, dates)
+        if wanted_day is not None:
+            if episodes is not None:
+                raise ValueError("pass either episodes=[...] or days (start_date/end_date/dates), not both")
+            positions = [p for p in positions if wanted_day(index.dates[p])]
         chosen = sorted((index.checkpoints[p], index.episode_ids[p], index.dates[p]) for p in positions)
         self.episodes: list[tuple[str, int]] = [(name, episode_id) for name, episode_id, _ in chosen]
         twice = sorted({e for e, n in Counter(self.episodes).items() if n > 1})
