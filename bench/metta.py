@@ -584,7 +584,7 @@ def original_loader(warehouse: Path) -> Any:
 
     from replay_assets.warehouse.sql import connect
 
-    frame = connect(str(warehouse)).sql(f"SELECT * FROM {ASSET_KEY}").df()
+    frame = connect(warehouse=str(warehouse)).sql(f"SELECT * FROM {ASSET_KEY}").df()
     return DataLoader(
         OriginalReplayDataset(frame), batch_size=BATCH_SIZE, shuffle=True, collate_fn=keep_samples
     )
@@ -604,7 +604,7 @@ def stream_loader(warehouse: Path) -> Any:
     from replay_assets.sources.metta.load import MettaSampleStream
 
     stream = MettaSampleStream(
-        base_path=str(warehouse), batch_size=BATCH_SIZE, shuffle_buffer=SHUFFLE_BUFFER, seed=0
+        warehouse=str(warehouse), batch_size=BATCH_SIZE, shuffle_buffer=SHUFFLE_BUFFER, seed=0
     )
     return DataLoader(stream, batch_size=None)
 

@@ -19,7 +19,7 @@ episodes record q-values, epsilon and masks, the rest one of the real optional-f
    checked, the step columns built only by the steps asset), writes fsynced files atomically and runs the
    asset checks; the baseline verifies nothing. steps/s = steps written / median seconds.
 2. Peak RSS of one day in fresh children: all three assets for one partition against the baseline.
-3. ``TownletRecordings(warehouse).load(episode_id)`` of ``--loads`` random episodes, one at a time after a
+3. ``TownletRecordings(warehouse=...).load(episode_id)`` of ``--loads`` random episodes, one at a time after a
    one-load warm-up in a fresh child process (and, to compare, in this one), against the producer's own
    figure for the same episodes (read the file, lz4, ``msgpack.unpackb`` into dicts), and where the time
    of a load goes.
@@ -571,7 +571,7 @@ def in_process_loads(landing: Landing, warehouse: Path, loads: int) -> list[floa
     from replay_assets.sources.townlet.load import TownletRecordings
 
     warm_id, ids = load_ids(landing, loads)
-    with TownletRecordings(str(warehouse)) as recordings:
+    with TownletRecordings(warehouse=str(warehouse)) as recordings:
         recordings.load(warm_id)
         quiesce()
         return [timed_ms(lambda e=e: recordings.load(e)) for e in ids]
@@ -583,7 +583,7 @@ def load_child(landing: Landing, warehouse: str, loads: int) -> LoadResult:
     from replay_assets.sources.townlet.load import TownletRecordings
 
     warm_id, ids = load_ids(landing, loads)
-    recordings = TownletRecordings(warehouse)
+    recordings = TownletRecordings(warehouse=warehouse)
     recordings.load(warm_id)
     quiesce()
     first = [timed_ms(lambda e=e: recordings.load(e)) for e in ids]

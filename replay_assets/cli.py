@@ -40,7 +40,7 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 def _cmd_query(args: argparse.Namespace) -> int:
     from replay_assets.warehouse.sql import connect
 
-    conn = connect(args.warehouse)
+    conn = connect(warehouse=args.warehouse)
     relation = conn.sql(args.sql)
     if relation is None:
         return 0
@@ -126,7 +126,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     counts = write_sample_landing_zone(landing, days=args.days, end_date=end, seed=args.seed)
     print(f"sample landing zone {settings.landing_uri}: {counts}")
     _run_backfill(start, end, None, None)
-    conn = connect(settings.warehouse_uri)
+    conn = connect(warehouse=settings.warehouse_uri)
     warehouse = warehouse_root(settings.warehouse_uri)
     print(f"\nwarehouse {settings.warehouse_uri}:")
     for (name,) in conn.execute(

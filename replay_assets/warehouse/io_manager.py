@@ -5,6 +5,10 @@ An asset returns, for its partition, a ``pyarrow.Table``; or, to stream, a ``pya
 or a ``StagedPartition`` it wrote itself through the ``Warehouse`` resource, which the IO manager
 commits. In a range run (a single-run backfill or ``--partition-range``) it returns a mapping from
 partition key to one of those, and each partition still gets its own file.
+
+A partition's ``date`` lives in its folder name, not in its file (``warehouse.layout``): ``handle_output``
+leaves the column out of the file, ``load_input`` puts it back, and ``dagster/column_schema`` shows the
+schema with it: downstream assets and the UI see the asset's logical schema.
 """
 
 from collections.abc import Mapping
@@ -23,7 +27,13 @@ from dagster import (
 from pydantic import PrivateAttr
 from upath import UPath
 
-from replay_assets.warehouse.layout import is_local, partition_file, warehouse_root
+from replay_assets.warehouse.layout import (
+    is_local,
+    logical_schema,
+    partition_file,
+    warehouse_root,
+    with_partition_column,
+)
 from replay_assets.warehouse.parquet import (
     StagedPartition,
     commit_staged,
@@ -75,10 +85,10 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
             if isinstance(data, StagedPartition):
                 result = commit_staged(data, path)
             else:
-                result = write_parquet(path, data, group_rows)
+                result = write_parquet(path, data, group_rows, partition_key=key)
             context.log.debug(f"wrote {result.row_count} rows to {result.uri}")
             counts[key or "all"] = result.row_count
-            schema = result.schema
+            schema = logical_schema(result.schema) if key is not None else result.schema
             uris.append(path)
         metadata: dict[str, Any] = {
             "dagster/row_count": sum(counts.values()),
@@ -117,7 +127,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         for key in context.asset_partition_keys:
             path = self.path_for(asset_key, key)
             if path.exists():
-                tables[key] = read_parquet(path)
+                tables[key] = with_partition_column(read_parquet(path), key)
             else:
                 missing.append(key)
         if missing and not allow_missing:
@@ -150,7 +160,7 @@ class Warehouse(ConfigurableResource):
         self, asset_key: str, partition_key: str | None, data: Any, row_group_rows: int | None = None
     ) -> StagedPartition:
         path = partition_file(warehouse_root(self.warehouse_uri), asset_key, partition_key)
-        return stage_parquet(path, data, row_group_rows)
+        return stage_parquet(path, data, row_group_rows, partition_key)
 
     def discard(self, staged: StagedPartition) -> None:
         discard_staged(staged, warehouse_root(staged.target_uri))

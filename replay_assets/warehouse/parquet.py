@@ -19,7 +19,7 @@ from upath import UPath
 
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.util.atomic_file import publish, written_beside
-from replay_assets.warehouse.layout import is_local
+from replay_assets.warehouse.layout import drop_partition_column, is_local
 
 TableLike = pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]
 
@@ -223,11 +223,14 @@ def _object_sink(path: UPath) -> Iterator[BinaryIO]:
 
 
 def _streamed(
-    path: UPath, data: TableLike, row_group_rows: int | None, staged: bool
+    path: UPath, data: TableLike, row_group_rows: int | None, partition_key: str | None, staged: bool
 ) -> tuple[UPath, WriteResult]:
     """Write ``data`` as ``path``'s Parquet: under a hidden name beside it when ``staged``, and locally
-    always (a local file is written beside its target, fsynced, then renamed); return where it went."""
+    always (a local file is written beside its target, fsynced, then renamed); return where it went.
+    With a ``partition_key``, the partition column stays out of the file (it lives in the folder name)."""
     schema, batches = _as_batches(data)
+    if partition_key is not None:
+        schema, batches = drop_partition_column(schema, batches, partition_key)
     group_rows = row_group_rows or ROW_GROUP_ROWS
     if is_local(path):
         with written_beside(path.path) as (sink, tmp):
@@ -251,10 +254,12 @@ def _staged_path(staged: StagedPartition, path: UPath) -> UPath:
     return path.parent / staged.staged_uri.rsplit("/", 1)[-1]
 
 
-def stage_parquet(path: UPath, data: TableLike, row_group_rows: int | None = None) -> StagedPartition:
+def stage_parquet(
+    path: UPath, data: TableLike, row_group_rows: int | None = None, partition_key: str | None = None
+) -> StagedPartition:
     """Stream ``data`` into a hidden file beside ``path``; ``commit_staged`` makes it ``path``."""
     try:
-        written, result = _streamed(path, data, row_group_rows, staged=True)
+        written, result = _streamed(path, data, row_group_rows, partition_key, staged=True)
     except Exception as exc:
         raise _write_error(path, exc) from exc
     return StagedPartition(str(path), str(written), result.row_count, result.schema, result.size_bytes)
@@ -282,17 +287,21 @@ def discard_staged(staged: StagedPartition, path: UPath) -> None:
         _staged_path(staged, path).unlink()
 
 
-def write_parquet(path: UPath, data: TableLike, row_group_rows: int | None = None) -> WriteResult:
+def write_parquet(
+    path: UPath, data: TableLike, row_group_rows: int | None = None, partition_key: str | None = None
+) -> WriteResult:
     """Stream ``data`` into one Parquet file at ``path``, replacing any old file atomically.
 
     Local: a hidden temporary file beside the target, then ``os.replace`` (atomic on POSIX). Object
     stores: a PUT or multipart upload only becomes visible when it completes, so it is written in place
     and aborted on error instead of being committed half-way.
     ``row_group_rows`` (default ``ROW_GROUP_ROWS``): smaller groups let a reader fetch one episode
-    without decoding a million rows; larger ones compress and scan better.
+    without decoding a million rows; larger ones compress and scan better. ``partition_key``: the file is
+    the ``date=<partition_key>`` partition, so its ``date`` column is left out (it lives in the folder
+    name; see ``layout.drop_partition_column``) and ``WriteResult.schema`` is the file's schema.
     """
     try:
-        written, result = _streamed(path, data, row_group_rows, staged=False)
+        written, result = _streamed(path, data, row_group_rows, partition_key, staged=False)
         if is_local(path):
             publish(written.path, path.path)
     except Exception as exc:

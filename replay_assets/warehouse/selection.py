@@ -3,6 +3,11 @@
 Paths come from ``replay_assets.warehouse.layout`` only, so loaders and the IO manager never disagree
 about where a day lives. A ``Selection`` is plain data (URI strings, no open filesystem), so it pickles into
 DataLoader workers and each process opens its own filesystem: an s3fs instance must not cross a fork.
+
+A partition file holds every column but ``date``, which is in its folder name (``layout``): the datasets
+and fragments built here carry each file's day as its partition expression, so ``date`` reads as a
+non-null date32 first column (also from files written before, whose own ``date`` the folder overrides)
+and a filter on it prunes whole days.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from replay_assets.settings import Settings, resolve_uri
 from replay_assets.warehouse.layout import (
     asset_root,
     is_local,
+    logical_schema,
+    partition_expression,
     partition_file,
     partition_key_of,
     warehouse_root,
@@ -40,6 +47,7 @@ __all__ = [
     "parse_day",
     "row_group_bounds",
     "select_partitions",
+    "warehouse_argument",
 ]
 
 Missing = Literal["error", "skip"]
@@ -68,6 +76,7 @@ class RowGroup:
     path: str
     index: int
     num_rows: int
+    day: dt.date | None = None  # the partition's day: ``date`` of its rows (None: read no ``date``)
 
 
 @dataclass(frozen=True)
@@ -91,8 +100,16 @@ class Selection:
         return pafs.PyFileSystem(pafs.FSSpecHandler(root.fs))
 
     def dataset(self, filesystem: pafs.FileSystem | None = None) -> pads.Dataset:
-        return pads.dataset(
-            [f.path for f in self.files], format=parquet_format(), filesystem=filesystem or self.filesystem()
+        """The selected files as one dataset whose schema has ``date`` first, filled from each folder."""
+        filesystem = filesystem or self.filesystem()
+        file_format = parquet_format()
+        physical = file_format.inspect(self.files[0].path, filesystem) if self.files else pa.schema([])
+        return pads.FileSystemDataset.from_paths(
+            [f.path for f in self.files],
+            schema=logical_schema(physical),
+            format=file_format,
+            filesystem=filesystem,
+            partitions=[partition_expression(f.day) for f in self.files],
         )
 
     def read_table(self, columns: Sequence[str], filter: pc.Expression | None = None) -> pa.Table:
@@ -115,10 +132,10 @@ class Selection:
         if not self.files:
             return []
         units = []
-        for fragment in self.dataset().get_fragments():
+        for file, fragment in zip(self.files, self.dataset().get_fragments(), strict=True):
             for piece in fragment.split_by_row_group(filter):
                 (group,) = piece.row_groups
-                units.append(RowGroup(fragment.path, group.id, group.num_rows))
+                units.append(RowGroup(fragment.path, group.id, group.num_rows, file.day))
         return units
 
 
@@ -139,9 +156,24 @@ def read_row_group(
     batch_rows: int,
     use_threads: bool,
 ) -> Iterator[pa.RecordBatch]:
-    fragment = parquet_format().make_fragment(unit.path, filesystem=filesystem, row_groups=[unit.index])
+    """One row group's batches; with the unit's day, ``date`` can be read and filtered on like any column."""
+    file_format = parquet_format()
+    if unit.day is None:
+        fragment = file_format.make_fragment(unit.path, filesystem=filesystem, row_groups=[unit.index])
+        schema = None
+    else:
+        where = partition_expression(unit.day)
+        fragment = file_format.make_fragment(
+            unit.path, filesystem=filesystem, row_groups=[unit.index], partition_expression=where
+        )
+        schema = logical_schema(fragment.physical_schema)
     yield from fragment.to_batches(
-        columns=list(columns), filter=filter, batch_size=batch_rows, use_threads=use_threads, **_READAHEAD
+        schema=schema,
+        columns=list(columns),
+        filter=filter,
+        batch_size=batch_rows,
+        use_threads=use_threads,
+        **_READAHEAD,
     )
 
 
@@ -174,6 +206,44 @@ def parse_day(value: DateLike) -> dt.date:
         except ValueError:
             raise ValueError(f"not a YYYY-MM-DD date: {value!r}") from None
     raise ValueError(f"not a date: {value!r}")
+
+
+class _Unset:
+    """The default of a deprecated argument: tells "not passed" from an explicit None."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Any = _Unset()
+
+
+def warehouse_argument(
+    warehouse: Any,
+    legacy: Any,
+    *,
+    legacy_spelling: str,
+    owner: str,
+    deprecated: bool = True,
+    stacklevel: int = 2,
+) -> Any:
+    """The warehouse location a loader was given: ``warehouse=`` (the one spelling every loader shares), or
+    its old spelling ``legacy`` (``UNSET`` when not passed), which still works for one release with a
+    ``DeprecationWarning`` naming ``warehouse=`` (``deprecated=False``: an old spelling kept for good, as
+    ``ReplayDataset``'s ``base_path``). Both at once is a ``TypeError``. ``stacklevel`` as in ``warn``,
+    counted from the caller of this function."""
+    if legacy is UNSET:
+        return warehouse
+    if warehouse is not None:
+        raise TypeError(f"{owner}: pass the warehouse once, as warehouse=..., not also as {legacy_spelling}")
+    if deprecated:
+        warnings.warn(
+            f"{owner}: passing the warehouse as {legacy_spelling} is deprecated and stops working in the "
+            "next release; pass warehouse=... (keyword-only, as in every loader)",
+            DeprecationWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return legacy
 
 
 def resolve_warehouse(base_path: BasePath | None, asset_key: str) -> UPath:

@@ -15,6 +15,7 @@ import duckdb
 
 from replay_assets.settings import Settings, aws_region, resolve_uri, s3_endpoint_url
 from replay_assets.warehouse.layout import PARTITION_COLUMN, asset_glob, warehouse_root
+from replay_assets.warehouse.selection import UNSET, warehouse_argument
 
 _VIEW_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -72,21 +73,30 @@ def attach_warehouse(conn: duckdb.DuckDBPyConnection, warehouse_uri: str) -> lis
     if warehouse_uri.startswith("s3://"):
         _configure_s3(conn)
     names = asset_names(warehouse_uri)
+    column = f'"{PARTITION_COLUMN}"'
     for name in names:
         glob = _quote(asset_glob(warehouse_uri, name))
+        # `date` comes from the folder name (typed DATE, whatever DuckDB would guess; it also wins over the
+        # in-file column of files written before) and stays the first column, as in every asset's schema.
         conn.execute(
-            f'CREATE OR REPLACE VIEW "{name}" AS '
-            f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true)"
+            f'CREATE OR REPLACE VIEW "{name}" AS SELECT {column}, * EXCLUDE ({column}) '
+            f"FROM read_parquet({glob}, hive_partitioning = true, hive_types = {{{column}: DATE}}, "
+            "union_by_name = true)"
         )
     return names
 
 
-def connect(warehouse: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(_warehouse: str | None = UNSET, /, *, warehouse: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per asset of ``warehouse``.
 
-    ``warehouse`` defaults to ``REPLAY_WAREHOUSE_URI`` (or ``./data/warehouse``).
+    ``warehouse=`` (keyword-only, as in every loader) defaults to ``REPLAY_WAREHOUSE_URI`` (or
+    ``./data/warehouse``), a local folder or ``s3://``; passing it positionally is deprecated (a
+    ``DeprecationWarning``, for one release).
     """
-    uri = Settings.from_env().warehouse_uri if warehouse is None else resolve_uri(warehouse)
+    warehouse = warehouse_argument(
+        warehouse, _warehouse, legacy_spelling="the first positional argument", owner="connect"
+    )
+    uri = Settings.from_env().warehouse_uri if warehouse is None else resolve_uri(os.fspath(warehouse))
     conn = duckdb.connect(":memory:")
     attach_warehouse(conn, uri)
     return conn

@@ -69,7 +69,7 @@ def _materialize(landing_uri: str, warehouse_uri: str, **kwargs):
 
 
 def _rows(warehouse_uri: str) -> list[dict]:
-    conn = connect(warehouse_uri)
+    conn = connect(warehouse=warehouse_uri)
     table = conn.sql("SELECT * FROM raw_replay_listings ORDER BY date, source, relative_path").arrow()
     return table.read_all().to_pylist() if hasattr(table, "read_all") else table.to_pylist()
 

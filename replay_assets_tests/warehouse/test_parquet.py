@@ -180,7 +180,8 @@ def test_io_manager_range_run_writes_each_partition(warehouse: str) -> None:
     assert sorted(m.partition for m in mats) == ["2025-10-02", "2025-10-03", "2025-10-04"]
     metadata = mats[0].metadata
     assert metadata["dagster/row_count"].value == 600
-    assert [c.name for c in metadata["dagster/column_schema"].schema.columns] == ["i", "s"]
+    columns = [c.name for c in metadata["dagster/column_schema"].schema.columns]
+    assert columns == ["date", "i", "s"]  # the logical schema: `date` from the folder name, first
     assert metadata["partition_row_counts"].value == {"2025-10-02": 100, "2025-10-03": 200, "2025-10-04": 300}
 
 

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from replay_assets.sources.metta.schema import METTA_ACTION_SAMPLES
 from replay_assets.warehouse.filters import Condition, filters_expression, parse_filters
 from replay_assets.warehouse.selection import (
+    UNSET,
     BasePath,
     DateLike,
     Missing,
@@ -32,6 +33,7 @@ from replay_assets.warehouse.selection import (
     Selection,
     read_row_group,
     select_partitions,
+    warehouse_argument,
 )
 
 __all__ = ["ASSET_KEY", "MettaSampleStream", "ReplayDataset"]
@@ -172,8 +174,10 @@ class ReplayDataset(Dataset[dict[str, Any]]):
 
     Days: ``dates`` (list) or the inclusive ``start_date``..``end_date`` range, ``'YYYY-MM-DD'`` or
     ``date``; neither means every day present. ``missing="error"`` raises ``MissingPartitionsError``
-    naming the absent days, ``"skip"`` warns and loads the rest. ``base_path`` is the warehouse root
-    (default ``REPLAY_WAREHOUSE_URI``) or the asset's own folder, local or ``s3://``.
+    naming the absent days, ``"skip"`` warns and loads the rest. ``warehouse=`` (keyword-only, as in
+    every loader) is the warehouse root (default ``REPLAY_WAREHOUSE_URI``) or the asset's own folder,
+    local or ``s3://``; ``base_path`` (4th positional, the original signature) is the same, kept as it
+    was: pass one of the two.
 
     ``filters``: ``{"agent_id": "IN (1, 2)", "action": "> 0"}`` (see ``filters.py``), pushed down to
     Parquet. ``columns``: extra columns to add to each sample under their own name (NumPy scalars, so
@@ -195,10 +199,18 @@ class ReplayDataset(Dataset[dict[str, Any]]):
         missing: Missing = "error",
         *,
         items: Sequence[str] | None = None,
+        warehouse: BasePath | None = None,
     ) -> None:
         extras = _extra_columns(columns)
         fixed_items = _item_list(items)
-        self.selection, self.conditions = _select(base_path, dates, start_date, end_date, filters, missing)
+        location = warehouse_argument(
+            warehouse,
+            UNSET if base_path is None else base_path,
+            legacy_spelling="base_path",
+            owner="ReplayDataset",
+            deprecated=False,  # the original Metta signature: kept for good
+        )
+        self.selection, self.conditions = _select(location, dates, start_date, end_date, filters, missing)
         wanted = [*CORE_COLUMNS, *extras]
         if self.selection.files:
             table = self.selection.read_table(wanted, filters_expression(self.conditions))
@@ -295,6 +307,9 @@ class MettaSampleStream(IterableDataset[dict[str, Any]]):
     epoch, number of workers): call ``set_epoch(e)`` before each epoch for a new order; without one
     each DataLoader iteration draws a fresh order.
 
+    Days, filters and ``warehouse=`` (keyword-only) as in ``ReplayDataset``; ``base_path`` (4th positional
+    or by name) is its deprecated spelling, accepted with a ``DeprecationWarning`` for one release.
+
     Speed: one process already streams millions of samples/s, reading with pyarrow's threads. Each
     worker batch crosses to the main process through shared memory (packed into one buffer), which
     costs more than producing it: add workers for remote (S3) data or heavy transforms, not by habit.
@@ -305,11 +320,12 @@ class MettaSampleStream(IterableDataset[dict[str, Any]]):
         start_date: DateLike | None = None,
         end_date: DateLike | None = None,
         dates: DateLike | Sequence[DateLike] | None = None,
-        base_path: BasePath | None = None,
+        base_path: BasePath | None = UNSET,  # deprecated: warehouse=
         filters: Mapping[str, str] | None = None,
         columns: Sequence[str] | None = None,
         missing: Missing = "error",
         *,
+        warehouse: BasePath | None = None,
         batch_size: int = 256,
         shuffle_buffer: int = 100_000,
         seed: int | None = None,
@@ -332,7 +348,10 @@ class MettaSampleStream(IterableDataset[dict[str, Any]]):
         fixed_items = _item_list(items)
         self.batch_size, self.shuffle_buffer, self.read_rows = batch_size, shuffle_buffer, read_rows
         self.seed, self.drop_last = seed, drop_last
-        self.selection, self.conditions = _select(base_path, dates, start_date, end_date, filters, missing)
+        location = warehouse_argument(
+            warehouse, base_path, legacy_spelling="base_path (4th positional)", owner="MettaSampleStream"
+        )
+        self.selection, self.conditions = _select(location, dates, start_date, end_date, filters, missing)
         where = filters_expression(self.conditions)
         self.row_groups: list[RowGroup] = self.selection.row_groups(where)
         scanned = ["episode_id"] if fixed_items is not None else ["episode_id", "inventory"]

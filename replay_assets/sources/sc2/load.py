@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from replay_assets.sources.sc2.schema import SC2_GROUND_TRUTH_FRAMES
+from replay_assets.warehouse.filters import filters_expression, parse_filters
 from replay_assets.warehouse.selection import (
     BasePath,
     DateLike,
@@ -125,8 +126,11 @@ class Sc2FramesDataset(Dataset[dict[str, Any]]):
     ``unit_mask`` [max_units] bool, and ``unit_count``: the frame's real number of units (more than
     ``max_units`` means the tensor kept only the first ``max_units``, in stored order).
 
-    ``backend`` / ``player_id`` / ``replay_ids`` keep only matching frames (Parquet statistics skip row
-    groups that cannot match). Missing days raise ``MissingPartitionsError`` unless ``missing="skip"``.
+    Days: ``start_date``..``end_date`` (inclusive) or ``dates=[...]``; ``warehouse=`` (keyword-only, as in
+    every loader; default ``REPLAY_WAREHOUSE_URI``, local or ``s3://``). ``filters=`` (the loaders'
+    ``{"column": "condition"}`` grammar over ``sc2_ground_truth_frames`` columns) and ``backend`` /
+    ``player_id`` / ``replay_ids`` keep only matching frames (Parquet statistics skip row groups that
+    cannot match). Missing days raise ``MissingPartitionsError`` unless ``missing="skip"``.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class Sc2FramesDataset(Dataset[dict[str, Any]]):
         *,
         dates: DateLike | Sequence[DateLike] | None = None,
         warehouse: BasePath | None = None,
+        filters: Mapping[str, str] | None = None,
         max_units: int = 512,
         null_value: float = 0.0,
         backend: str | None = None,
@@ -145,6 +150,7 @@ class Sc2FramesDataset(Dataset[dict[str, Any]]):
     ) -> None:
         if max_units < 1:
             raise ValueError(f"max_units must be at least 1, got {max_units}")
+        where = filters_expression(parse_filters(filters, SC2_GROUND_TRUTH_FRAMES))  # before any IO
         self.max_units = max_units
         self.null_value = float(null_value)
         self.selection: Selection = select_partitions(
@@ -156,7 +162,7 @@ class Sc2FramesDataset(Dataset[dict[str, Any]]):
             missing=missing,
             stacklevel=2,
         )
-        self._filter = _frame_filter(backend, player_id, replay_ids)
+        self._filter = _frame_filter(backend, player_id, replay_ids, where)
         self._units: list[RowGroup] = self.selection.row_groups(self._filter)
         if self._filter is None:
             self._starts = list(np.cumsum([0] + [u.num_rows for u in self._units]))
@@ -266,10 +272,13 @@ class RowGroupShuffleSampler(Sampler[int]):
 
 
 def _frame_filter(
-    backend: str | None, player_id: int | None, replay_ids: Sequence[str] | None
+    backend: str | None,
+    player_id: int | None,
+    replay_ids: Sequence[str] | None,
+    where: pc.Expression | None = None,
 ) -> pc.Expression | None:
     """Filters as Arrow expressions (values are bound, never pasted into a query string)."""
-    parts = []
+    parts = [] if where is None else [where]
     if backend is not None:
         if backend not in ("tracker", "engine"):
             raise ValueError(f"backend must be 'tracker' or 'engine', got {backend!r}")

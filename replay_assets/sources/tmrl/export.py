@@ -54,6 +54,7 @@ import json
 import os
 import pickle
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -66,6 +67,8 @@ from replay_assets.sources.tmrl.load import (
     ASSET_KEY,
     LAYOUTS,
     OBS_FIELDS,
+    _days,
+    _filters,
     _layout_counts,
     _read_rows,
     _root,
@@ -74,7 +77,7 @@ from replay_assets.sources.tmrl.load import (
     field_array,
 )
 from replay_assets.util.atomic_file import atomic_write
-from replay_assets.warehouse.selection import BasePath, DateLike, parse_day
+from replay_assets.warehouse.selection import BasePath, DateLike
 
 __all__ = [
     "COLUMNS",
@@ -159,6 +162,8 @@ def export_tmrl_memory(
     warehouse: BasePath | None = None,
     start_date: DateLike | None = None,
     end_date: DateLike | None = None,
+    dates: DateLike | Sequence[DateLike] | None = None,
+    filters: Mapping[str, str] | None = None,
     max_samples: int | None = None,
     overwrite: bool = False,
     dry_run: bool = False,
@@ -167,6 +172,8 @@ def export_tmrl_memory(
     range as tmrl's ``data.pkl`` at ``out`` (module docstring: columns, element types, order).
 
     ``warehouse``: root (default ``REPLAY_WAREHOUSE_URI``) or the asset folder, local or ``s3://``.
+    Days: ``start_date``..``end_date`` (inclusive) or ``dates=[...]``, as in every loader; ``filters``: the
+    loaders' ``{"column": "condition"}`` grammar over ``tmrl_demo_buffers`` columns.
     ``max_samples``: keep only the newest N samples. ``overwrite=False`` refuses an existing ``out``
     (``ExportTargetExistsError``, also in a dry run, which otherwise reads and checks everything but
     writes nothing). Raises ``NoDemoSamplesError`` when the range has no sample of that layout.
@@ -180,14 +187,14 @@ def export_tmrl_memory(
     target = Path(out)
     _check_target(target, overwrite)
     try:
-        start = None if start_date is None else parse_day(start_date)
-        end = None if end_date is None else parse_day(end_date)
+        start, end, days_listed = _days(start_date, end_date, dates)
+        where = _filters(filters)
     except ValueError as exc:
         raise ExportArgumentError(str(exc)) from None
-    if start is not None and end is not None and start > end:
-        raise ExportArgumentError(f"start_date {start} is after end_date {end}")
 
-    table, trimmed, other_layouts = _read_samples(warehouse, memory, start, end, max_samples)
+    table, trimmed, other_layouts = _read_samples(
+        warehouse, memory, start, end, max_samples, days_listed, where
+    )
     columns = _memory_columns(table, memory)
     eoe = columns[COLUMNS[memory].index("eoe")]
     days = table.column("date").to_pylist()
@@ -232,16 +239,20 @@ def _read_samples(
     start: dt.date | None,
     end: dt.date | None,
     max_samples: int | None,
+    dates: tuple[dt.date, ...] | None = None,
+    row_filter: Any = None,
 ) -> tuple[pa.Table, int, dict[str, int]]:
     """The rows to export in order, how many older rows ``max_samples`` left out, and the rows of other
-    layouts in the range. Days are read newest first and reading stops once ``max_samples`` are in."""
+    layouts in the range. Days are read newest first and reading stops once ``max_samples`` are in.
+    ``row_filter``: the ``filters=`` expression, applied to every row read."""
     uri, storage_options = _root(warehouse)
-    selection = _select(uri, storage_options, start, end)
-    span = (
-        ""
-        if start is None and end is None
-        else f" from {start or 'the first day'} to {end or 'the last day'}"
-    )
+    selection = _select(uri, storage_options, start, end, dates)
+    if dates is not None:
+        span = f" on {', '.join(d.isoformat() for d in dates)}"
+    elif start is None and end is None:
+        span = ""
+    else:
+        span = f" from {start or 'the first day'} to {end or 'the last day'}"
     where = f"{uri.rstrip('/')}/{ASSET_KEY}"
     if not selection.files:
         raise NoDemoSamplesError(f"no {ASSET_KEY} partitions under {where}{span}")
@@ -253,7 +264,7 @@ def _read_samples(
     for file in reversed(selection.files):
         if max_samples is not None and total >= max_samples:
             break
-        table = _read_rows(filesystem, file.path, ["obs_layout", *columns], None)
+        table = _read_rows(filesystem, file.path, file.day, ["obs_layout", *columns], row_filter)
         if table is None:  # removed since the listing
             continue
         counts = _layout_counts(table)
@@ -271,11 +282,20 @@ def _read_samples(
         trimmed = combined.num_rows - max_samples
         combined = combined.slice(trimmed)
     # Count what max_samples made us skip reading too, so the summary is the same however far we read.
-    return combined, trimmed + _unread(selection, filesystem, tables, memory, max_samples), dict(other)
+    return (
+        combined,
+        trimmed + _unread(selection, filesystem, tables, memory, max_samples, row_filter),
+        dict(other),
+    )
 
 
 def _unread(
-    selection: Any, filesystem: Any, tables: list[pa.Table], memory: str, max_samples: int | None
+    selection: Any,
+    filesystem: Any,
+    tables: list[pa.Table],
+    memory: str,
+    max_samples: int | None,
+    row_filter: Any = None,
 ) -> int:
     """Samples of ``memory`` on the older days that were not read (``max_samples`` was reached first)."""
     if max_samples is None or len(tables) == 0:
@@ -286,7 +306,9 @@ def _unread(
     for file in selection.files:
         if file.day >= oldest:
             break
-        table = _read_rows(filesystem, file.path, ["obs_layout"], _row_filter(memory, None, False))
+        table = _read_rows(
+            filesystem, file.path, file.day, ["obs_layout"], _row_filter(memory, None, False, row_filter)
+        )
         count += 0 if table is None else table.num_rows
     return count
 

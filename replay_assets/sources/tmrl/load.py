@@ -63,8 +63,11 @@ import pyarrow.fs as pafs
 from upath import UPath
 
 from replay_assets.errors import ReplayAssetsError
-from replay_assets.warehouse.layout import asset_root
+from replay_assets.sources.tmrl.schema import TMRL_DEMO_BUFFERS
+from replay_assets.warehouse.filters import filters_expression, parse_filters
+from replay_assets.warehouse.layout import asset_root, logical_schema, partition_expression
 from replay_assets.warehouse.selection import (
+    UNSET,
     BasePath,
     DateLike,
     MissingPartitionsWarning,
@@ -72,6 +75,7 @@ from replay_assets.warehouse.selection import (
     parse_day,
     resolve_warehouse,
     select_partitions,
+    warehouse_argument,
 )
 
 if TYPE_CHECKING:
@@ -140,19 +144,44 @@ def _root(warehouse: BasePath | None) -> tuple[str, dict[str, Any]]:
 
 
 def _select(
-    uri: str, storage_options: Mapping[str, Any], start: dt.date | None, end: dt.date | None
+    uri: str,
+    storage_options: Mapping[str, Any],
+    start: dt.date | None,
+    end: dt.date | None,
+    dates: tuple[dt.date, ...] | None = None,
 ) -> Selection:
-    """The partition files of the range present now. Days without a partition are normal here (demos are
-    not recorded every day), so they are left out without a warning."""
+    """The partition files of the range (or of ``dates``) present now. Days without a partition are normal
+    here (demos are not recorded every day), so they are left out without a warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingPartitionsWarning)
         return select_partitions(
             ASSET_KEY,
             base_path=UPath(uri, **storage_options),
+            dates=dates,
             start_date=start,
             end_date=end,
             missing="skip",
         )
+
+
+def _days(
+    start_date: DateLike | None, end_date: DateLike | None, dates: DateLike | Iterable[DateLike] | None
+) -> tuple[dt.date | None, dt.date | None, tuple[dt.date, ...] | None]:
+    """The day arguments checked: an inclusive range, or a list of days (as ``select_partitions`` takes)."""
+    start, end = _day_or_none(start_date), _day_or_none(end_date)
+    if dates is not None and (start is not None or end is not None):
+        raise ValueError("pass either dates=[...] or start_date/end_date, not both")
+    if start and end and start > end:
+        raise ValueError(f"start_date {start} is after end_date {end}")
+    if dates is None:
+        return start, end, None
+    listed = [dates] if isinstance(dates, str | dt.date) else list(dates)
+    return None, None, tuple(sorted({parse_day(d) for d in listed}))
+
+
+def _filters(filters: Mapping[str, str] | None) -> pc.Expression | None:
+    """``filters=`` in the loaders' grammar, over ``tmrl_demo_buffers`` columns (parsed before any IO)."""
+    return filters_expression(parse_filters(filters, TMRL_DEMO_BUFFERS))
 
 
 _SIGNATURE_KEYS = ("size", "ETag", "etag", "LastModified", "last_modified", "mtime", "ino", "VersionId")
@@ -185,8 +214,13 @@ def _signatures(selection: Selection) -> dict[str, tuple[tuple[str, str], ...]]:
     return found
 
 
-def _row_filter(layout: str | None, run_ids: frozenset[str] | None, demos_only: bool) -> pc.Expression | None:
-    conditions = []
+def _row_filter(
+    layout: str | None,
+    run_ids: frozenset[str] | None,
+    demos_only: bool,
+    where: pc.Expression | None = None,
+) -> pc.Expression | None:
+    conditions = [] if where is None else [where]
     if layout is not None:
         conditions.append(pc.field("obs_layout") == layout)
     if run_ids is not None:
@@ -197,13 +231,26 @@ def _row_filter(layout: str | None, run_ids: frozenset[str] | None, demos_only: 
 
 
 def _read_rows(
-    filesystem: pafs.FileSystem, path: str, columns: Sequence[str], where: pc.Expression | None
+    filesystem: pafs.FileSystem,
+    path: str,
+    day: dt.date,
+    columns: Sequence[str],
+    where: pc.Expression | None,
 ) -> pa.Table | None:
-    """One partition's matching rows in ``_ROW_ORDER``; None if the file vanished since the listing."""
+    """One partition's matching rows in ``_ROW_ORDER``; None if the file vanished since the listing.
+    ``date`` reads from the partition's folder (``day``), like every project reader."""
+    file_format = pads.ParquetFileFormat()
     try:
-        dataset = pads.dataset([path], format="parquet", filesystem=filesystem)
+        schema = logical_schema(file_format.inspect(path, filesystem))
     except FileNotFoundError:
         return None
+    dataset = pads.FileSystemDataset.from_paths(
+        [path],
+        schema=schema,
+        format=file_format,
+        filesystem=filesystem,
+        partitions=[partition_expression(day)],
+    )
     missing = [c for c in (*columns, *(key for key, _ in _ROW_ORDER)) if c not in dataset.schema.names]
     if missing:
         raise ReplayAssetsError(f"{path}: not a {ASSET_KEY} partition (no column(s) {', '.join(missing)})")
@@ -332,12 +379,16 @@ class DemoBuffer:
     """Map-style dataset of the demo samples of ``tmrl_demo_buffers``: ``DataLoader(buffer, batch_size=256,
     shuffle=True)`` or ``MixedSampler(fresh, buffer)``. Items are dicts of tensors (module docstring).
 
-    ``warehouse``: the warehouse root (default ``REPLAY_WAREHOUSE_URI``) or the asset's own folder, local
-    or ``s3://``. Days: the inclusive ``start_date``..``end_date`` range (``'YYYY-MM-DD'`` or ``date``;
-    open ends take whatever is present, now and at later refreshes); days without a partition are simply
-    absent, and an empty buffer is fine (a trainer may start before the first demo). ``layout``: "lidar",
-    "full" or None (the one layout present; several are refused, see the module docstring).
-    ``run_ids``: keep only these runs. ``demos_only``: only rows whose ``is_demo`` is true (the default).
+    ``warehouse=`` (keyword-only, as in every loader): the warehouse root (default
+    ``REPLAY_WAREHOUSE_URI``) or the asset's own folder, local or ``s3://``; passing it as the first
+    positional argument is deprecated (a ``DeprecationWarning``, for one release), so pass the days and
+    the rest by name too. Days: the inclusive ``start_date``..``end_date`` range (``'YYYY-MM-DD'`` or
+    ``date``; open ends take whatever is present, now and at later refreshes) or ``dates=[...]``; days
+    without a partition are simply absent, and an empty buffer is fine (a trainer may start before the
+    first demo). ``layout``: "lidar", "full" or None (the one layout present; several are refused, see the
+    module docstring). ``run_ids``: keep only these runs. ``filters``: the loaders' ``{"column":
+    "condition"}`` grammar over ``tmrl_demo_buffers`` columns. ``demos_only``: only rows whose
+    ``is_demo`` is true (the default).
 
     ``refresh()`` reads the days materialized since the last call and returns how many samples it loaded
     (``last_refresh`` has the details); the constructor is the first refresh.
@@ -345,22 +396,28 @@ class DemoBuffer:
 
     def __init__(
         self,
-        warehouse: BasePath | None = None,
+        _warehouse: BasePath | None = UNSET,  # deprecated: warehouse=
+        /,
         start_date: DateLike | None = None,
         end_date: DateLike | None = None,
         layout: Layout | None = None,
         run_ids: Iterable[str] | None = None,
         *,
+        warehouse: BasePath | None = None,
+        dates: DateLike | Sequence[DateLike] | None = None,
+        filters: Mapping[str, str] | None = None,
         demos_only: bool = True,
     ) -> None:
+        location = warehouse_argument(
+            warehouse, _warehouse, legacy_spelling="the first positional argument", owner="DemoBuffer"
+        )
         self.requested_layout = _check_layout(layout)
         self.run_ids = _check_run_ids(run_ids)
-        self.start_date = _day_or_none(start_date)
-        self.end_date = _day_or_none(end_date)
-        if self.start_date and self.end_date and self.start_date > self.end_date:
-            raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
+        self.start_date, self.end_date, self.dates = _days(start_date, end_date, dates)
+        self.filters = dict(filters) if filters else None
+        self._where = _filters(self.filters)
         self.demos_only = bool(demos_only)
-        self.warehouse_uri, self.storage_options = _root(warehouse)
+        self.warehouse_uri, self.storage_options = _root(location)
         self.generation = 0  # refreshes that changed the samples (indices may have moved)
         self._days: dict[dt.date, _Day] = {}
         self._sequence: list[_Day] = []  # the days in date order
@@ -411,7 +468,9 @@ class DemoBuffer:
         loaded (those of added and re-materialized days). Raises ``MixedLayoutsError`` without changing
         anything if, with ``layout=None``, the result would hold several layouts.
         """
-        selection = _select(self.warehouse_uri, self.storage_options, self.start_date, self.end_date)
+        selection = _select(
+            self.warehouse_uri, self.storage_options, self.start_date, self.end_date, self.dates
+        )
         signatures = _signatures(selection)
         kept: dict[dt.date, _Day] = {}
         loaded: dict[dt.date, _Day] = {}
@@ -454,7 +513,8 @@ class DemoBuffer:
         layout = self.requested_layout
         fields = OBS_FIELDS[layout] if layout else _ALL_OBS_FIELDS
         columns = ["obs_layout", "act", *fields, "reward", *_FLAGS]
-        table = _read_rows(filesystem, path, columns, _row_filter(layout, self.run_ids, self.demos_only))
+        where = _row_filter(layout, self.run_ids, self.demos_only, self._where)
+        table = _read_rows(filesystem, path, date, columns, where)
         if table is None:
             return None
         counts = _layout_counts(table)

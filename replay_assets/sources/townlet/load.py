@@ -1,6 +1,6 @@
 """Townlet recordings from the warehouse: list them like the replay viewer, load one to play it back, train.
 
-- ``TownletRecordings(warehouse)``: ``list(...)`` the recordings with the replay server's filters and
+- ``TownletRecordings(warehouse=...)``: ``list(...)`` the recordings with the replay server's filters and
   order, ``load(episode_id)`` one episode (its index row and its steps) in about a millisecond.
 - ``TownletReplay``: a loaded episode. ``len``, iteration and ``episode[i]`` go over the *recorded*
   steps in order; ``seek(step)`` goes by step number; ``columns`` / ``column(name)`` are NumPy arrays,
@@ -29,7 +29,7 @@ import operator
 import threading
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,13 +53,18 @@ from replay_assets.sources.townlet.load_files import (
 )
 from replay_assets.sources.townlet.replay import TownletReplay, TownletStep
 from replay_assets.sources.townlet.schema import TOWNLET_EPISODE_STEPS, TOWNLET_RECORDINGS_INDEX
+from replay_assets.warehouse.filters import filters_expression, parse_filters
 from replay_assets.warehouse.selection import (
+    UNSET,
     BasePath,
+    DateLike,
     MissingPartitionsError,
     MissingPartitionsWarning,
     Selection,
+    parse_day,
     resolve_warehouse,
     select_partitions,
+    warehouse_argument,
 )
 
 if TYPE_CHECKING:
@@ -112,8 +117,9 @@ def _check_filters(
 
 
 class TownletRecordings:
-    """The Townlet recordings of a warehouse (default ``REPLAY_WAREHOUSE_URI``; a local folder or
-    ``s3://...``, with the AWS variables as everywhere else).
+    """The Townlet recordings of a warehouse: ``warehouse=`` (keyword-only, as in every loader; default
+    ``REPLAY_WAREHOUSE_URI``; a local folder or ``s3://...``, with the AWS variables as everywhere else).
+    Passing it positionally still works for one release, with a ``DeprecationWarning``.
 
     ``list(stage, reason, min_reward, max_reward, limit=100)`` mirrors the replay server's
     ``list_recordings`` (``DemoDatabase.list_recordings``): ``curriculum_stage = stage``,
@@ -134,8 +140,11 @@ class TownletRecordings:
     closes the files. Loads are thread-safe. Pickling (DataLoader workers) carries only the location.
     """
 
-    def __init__(self, warehouse: BasePath | None = None) -> None:
-        self._root: UPath = resolve_warehouse(warehouse, INDEX_KEY)
+    def __init__(self, _warehouse: BasePath | None = UNSET, /, *, warehouse: BasePath | None = None) -> None:
+        location = warehouse_argument(
+            warehouse, _warehouse, legacy_spelling="the first positional argument", owner="TownletRecordings"
+        )
+        self._root: UPath = resolve_warehouse(location, INDEX_KEY)
         self._state_lock = threading.Lock()
         self._index_cache: Index | None = None
         self._steps: Selection | None = None
@@ -152,7 +161,7 @@ class TownletRecordings:
         return {"_root": self._root}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["_root"])  # type: ignore[misc]
+        self.__init__(warehouse=state["_root"])  # type: ignore[misc]
 
     def __enter__(self) -> TownletRecordings:
         return self
@@ -263,9 +272,11 @@ class TownletRecordings:
         reason: str | None,
         min_reward: float | None,
         max_reward: float | None,
+        filters: Mapping[str, str] | None = None,
     ) -> builtins.list[int]:
         """Index positions of valid recordings: the given episodes, or every one matching the filters."""
         _check_filters(stage, reason, min_reward, max_reward, checkpoint, None)
+        where = filters_expression(parse_filters(filters, TOWNLET_RECORDINGS_INDEX))  # fails before any IO
         index = self._index()
         if episodes is None:
             found = index.matching(
@@ -276,10 +287,12 @@ class TownletRecordings:
                 checkpoint=checkpoint,
                 valid=True,
             )
+            if where is not None:
+                found = found[index.satisfying(where)[found]]
             return found.tolist()
-        if any(f is not None for f in (stage, reason, min_reward, max_reward)):
+        if any(f is not None for f in (stage, reason, min_reward, max_reward)) or filters:
             raise ValueError(
-                "pass either episodes=[...] or filters (stage, reason, min/max_reward), not both"
+                "pass either episodes=[...] or filters (stage, reason, min/max_reward, filters), not both"
             )
         if isinstance(episodes, str | bytes):
             raise ValueError(f"episodes must be a list, got {episodes!r}")
@@ -300,14 +313,38 @@ class TownletRecordings:
 # Training
 
 
+def _day_predicate(
+    start_date: DateLike | None, end_date: DateLike | None, dates: DateLike | Sequence[DateLike] | None
+) -> Callable[[dt.date], bool] | None:
+    """Which index days to keep: the inclusive range or the listed days (as ``select_partitions``)."""
+    if dates is not None:
+        if start_date is not None or end_date is not None:
+            raise ValueError("pass either dates=[...] or start_date/end_date, not both")
+        listed = {parse_day(d) for d in ([dates] if isinstance(dates, str | dt.date) else dates)}
+        return listed.__contains__
+    if start_date is None and end_date is None:
+        return None
+    low = parse_day(start_date) if start_date is not None else dt.date.min
+    high = parse_day(end_date) if end_date is not None else dt.date.max
+    if low > high:
+        raise ValueError(f"start_date {low} is after end_date {high}")
+    return lambda day: low <= day <= high
+
+
 class TownletStepDataset:
     """Map-style dataset of recorded steps for ``DataLoader(ds, batch_size=64, shuffle=True)``.
 
-    ``source``: a ``TownletRecordings`` or a warehouse location (default ``REPLAY_WAREHOUSE_URI``).
+    ``warehouse=`` (keyword-only, as in every loader): a warehouse location (default
+    ``REPLAY_WAREHOUSE_URI``, local or ``s3://``) or an open ``TownletRecordings`` to share its index.
+    The first positional argument (``source``) is its deprecated spelling: it still works for one release,
+    with a ``DeprecationWarning``.
     Episodes: ``episodes=[...]`` (episode ids, ``(checkpoint, episode_id)`` pairs or rows from
     ``list()``), else every *valid* recording matching ``checkpoint``/``stage``/``reason``/
-    ``min_reward``/``max_reward`` (the ``list()`` filters, no limit). ``ds.episodes`` lists them as
-    ``(checkpoint, episode_id)``, ordered by checkpoint then id.
+    ``min_reward``/``max_reward`` (the ``list()`` filters, no limit) and ``filters=`` (the loaders'
+    ``{"column": "condition"}`` grammar, over ``townlet_recordings_index`` columns, e.g.
+    ``{"survival_steps": ">= 100"}``), on the days ``start_date``..``end_date`` (inclusive) or ``dates``
+    of their index rows. ``ds.episodes`` lists them as ``(checkpoint, episode_id)``, ordered by checkpoint
+    then id.
 
     ``window=None``: one item per recorded step. ``window=k``: one item per run of ``k`` consecutive
     *recorded* steps of one episode (stride 1; never across an episode boundary; episodes shorter than
@@ -333,9 +370,14 @@ class TownletStepDataset:
 
     def __init__(
         self,
-        source: TownletRecordings | BasePath | None = None,
+        source: TownletRecordings | BasePath | None = UNSET,  # deprecated: warehouse=
         episodes: Iterable[Any] | None = None,
         *,
+        warehouse: TownletRecordings | BasePath | None = None,
+        start_date: DateLike | None = None,
+        end_date: DateLike | None = None,
+        dates: DateLike | Sequence[DateLike] | None = None,
+        filters: Mapping[str, str] | None = None,
         checkpoint: str | None = None,
         stage: int | None = None,
         reason: str | None = None,
@@ -350,7 +392,10 @@ class TownletStepDataset:
             _check_int("window", window, low=1)
         if contiguous_only and window is None:
             raise ValueError("contiguous_only=True needs a window")
-        recordings = source if isinstance(source, TownletRecordings) else TownletRecordings(source)
+        location = warehouse_argument(warehouse, source, legacy_spelling="source", owner="TownletStepDataset")
+        recordings = (
+            location if isinstance(location, TownletRecordings) else TownletRecordings(warehouse=location)
+        )
         self.warehouse_uri = recordings.warehouse_uri
         self.window = window
         self.contiguous_only = contiguous_only
@@ -361,8 +406,14 @@ class TownletStepDataset:
             reason=reason,
             min_reward=min_reward,
             max_reward=max_reward,
+            filters=filters,
         )
         index = recordings._index()
+        wanted_day = _day_predicate(start_date, end_date, dates)
+        if wanted_day is not None:
+            if episodes is not None:
+                raise ValueError("pass either episodes=[...] or days (start_date/end_date/dates), not both")
+            positions = [p for p in positions if wanted_day(index.dates[p])]
         chosen = sorted((index.checkpoints[p], index.episode_ids[p], index.dates[p]) for p in positions)
         self.episodes: list[tuple[str, int]] = [(name, episode_id) for name, episode_id, _ in chosen]
         twice = sorted({e for e, n in Counter(self.episodes).items() if n > 1})

@@ -169,6 +169,14 @@ class Index:
             mask &= self.valid == valid
         return np.flatnonzero(mask)
 
+    def satisfying(self, where: pc.Expression) -> np.ndarray:
+        """Per row, whether it satisfies ``where`` (a parsed ``filters=`` expression; null never does)."""
+        positions = pa.array(np.arange(self.table.num_rows, dtype=np.int64))
+        kept = self.table.append_column("__position", positions).filter(where).column("__position")
+        mask = np.zeros(self.table.num_rows, dtype=bool)
+        mask[kept.to_numpy()] = True
+        return mask
+
     def locate(self, episode_id: int, checkpoint: str | None, where: str) -> int:
         """The position of the one valid row of ``episode_id`` (in ``checkpoint``), or a clear error."""
         found = [

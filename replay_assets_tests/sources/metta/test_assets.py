@@ -70,7 +70,7 @@ def test_samples_and_failures_from_real_replays(
     result = _run(landing, warehouse)
     assert result.success
 
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     per_file = dict(conn.sql("SELECT source_uri, count(*) FROM metta_action_samples GROUP BY 1").fetchall())
     assert len(per_file) == REAL_REPLAYS and all(n > 0 for n in per_file.values())
     failures = conn.sql("SELECT source_uri, error_class, reason FROM metta_replay_failures").fetchall()
@@ -110,7 +110,7 @@ def test_rematerializing_is_byte_identical(shared_landing: Path, tmp_path: Path)
 def test_min_reward_and_environment_filters(shared_landing: Path, tmp_path: Path) -> None:
     warehouse = str(tmp_path / "warehouse")
     assert _run(str(shared_landing), warehouse).success
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     finals = conn.sql(
         "SELECT episode_id, agent_id, arg_max(total_reward, timestep) AS final "
         "FROM metta_action_samples GROUP BY ALL"
@@ -118,7 +118,7 @@ def test_min_reward_and_environment_filters(shared_landing: Path, tmp_path: Path
     threshold = sorted(f for _, _, f in finals)[len(finals) // 2]
     keep = {(e, a) for e, a, f in finals if f >= threshold}
     assert _run(str(shared_landing), warehouse, {"min_reward": float(threshold)}).success
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     kept = set(conn.sql("SELECT DISTINCT episode_id, agent_id FROM metta_action_samples").fetchall())
     assert kept == keep and 0 < len(kept) < len(finals)
 
@@ -127,7 +127,7 @@ def test_min_reward_and_environment_filters(shared_landing: Path, tmp_path: Path
     }
     wanted = sorted(e for e in environments if e is not None)[0]
     assert _run(str(shared_landing), warehouse, {"environment": wanted}).success
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     assert {e for (e,) in conn.sql("SELECT DISTINCT environment FROM metta_action_samples").fetchall()} == {
         wanted
     }
@@ -140,7 +140,7 @@ def test_a_day_where_every_replay_fails_fails_its_check(tmp_path: Path) -> None:
     result = _run(str(tmp_path / "landing"), str(tmp_path / "warehouse"))
     assert result.success
     assert _checks(result)["replays_decoded"] == (False, "ERROR")
-    conn = connect(str(tmp_path / "warehouse"))
+    conn = connect(warehouse=str(tmp_path / "warehouse"))
     assert conn.sql("SELECT count(*) FROM metta_replay_failures").fetchone()[0] == 1
 
 
@@ -156,7 +156,9 @@ def test_loaders_read_what_the_asset_wrote(
     landing, warehouse = landing_and_warehouse(storage, shared_landing, tmp_path, request)
     assert _run(landing, warehouse).success
     expected = (
-        connect(warehouse).sql("SELECT count(*) FROM metta_action_samples WHERE agent_id = 1").fetchone()[0]
+        connect(warehouse=warehouse)
+        .sql("SELECT count(*) FROM metta_action_samples WHERE agent_id = 1")
+        .fetchone()[0]
     )
 
     dataset = ReplayDataset(dates=[DAY], base_path=warehouse, filters={"agent_id": "= 1"})
@@ -166,7 +168,7 @@ def test_loaders_read_what_the_asset_wrote(
     assert torch.all(batch["agent_id"] == 1)
 
     stream = MettaSampleStream(
-        dates=[DAY], base_path=warehouse, filters={"agent_id": "= 1"}, batch_size=512, seed=0
+        dates=[DAY], warehouse=warehouse, filters={"agent_id": "= 1"}, batch_size=512, seed=0
     )
     assert sum(b["action"].shape[0] for b in stream) == expected
 
@@ -190,5 +192,5 @@ def test_each_output_can_be_materialized_alone(selected: str, shared_landing: Pa
     assert result.success
     written = sorted(p.name for p in warehouse.iterdir())
     assert written == sorted(["raw_replay_listings", selected])
-    rows = connect(str(warehouse)).sql(f"SELECT count(*) FROM {selected}").fetchone()[0]
+    rows = connect(warehouse=str(warehouse)).sql(f"SELECT count(*) FROM {selected}").fetchone()[0]
     assert rows == 3 if selected == "metta_replay_failures" else rows > 1000

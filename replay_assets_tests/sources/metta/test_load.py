@@ -163,7 +163,7 @@ def test_connect_is_reexported_and_filters_render_for_duckdb(local_wh: tuple[str
     uri, _ = local_wh
     conditions = parse_filters({"agent_id": "IN (1, 2)", "action": "> 3"}, METTA_ACTION_SAMPLES)
     where, params = filters_sql(conditions)
-    conn = connect(uri)
+    conn = connect(warehouse=uri)
     (count,) = conn.execute(f"SELECT count(*) FROM {ASSET} WHERE {where}", params).fetchone()
     dataset = ReplayDataset(base_path=uri, filters={"agent_id": "IN (1, 2)", "action": "> 3"})
     assert count == len(dataset) > 0
@@ -248,7 +248,7 @@ def test_missing_skip_warns_and_loads_the_rest(local_wh: tuple[str, pa.Table]) -
         empty = ReplayDataset(base_path=uri, dates=["2025-11-01"], missing="skip")
     assert len(empty) == 0
     with pytest.warns(MissingPartitionsWarning, match=r"2025-11-01"):
-        nothing = MettaSampleStream(base_path=uri, dates=["2025-11-01"], missing="skip")
+        nothing = MettaSampleStream(warehouse=uri, dates=["2025-11-01"], missing="skip")
     assert nothing.num_rows == 0 and list(nothing) == []
 
 
@@ -332,7 +332,7 @@ def test_fixed_item_vocabulary(local_wh: tuple[str, pa.Table]) -> None:
 
 def test_stream_yields_ready_tensors_that_match_the_rows(local_wh: tuple[str, pa.Table]) -> None:
     uri, table = local_wh
-    stream = MettaSampleStream(base_path=uri, batch_size=100, shuffle_buffer=0, columns=["reward"])
+    stream = MettaSampleStream(warehouse=uri, batch_size=100, shuffle_buffer=0, columns=["reward"])
     assert stream.items == ITEMS and stream.num_rows == table.num_rows
     assert stream.episodes == sorted(set(table["episode_id"].to_pylist()))
     batches = list(DataLoader(stream, batch_size=None))
@@ -364,7 +364,7 @@ def test_stream_serves_every_row_once_across_workers(tmp_path: Path, num_workers
     uri = str(tmp_path / "wh")
     days = [dt.date(2025, 10, d) for d in range(1, 6)]
     table = build_warehouse(uri, days, episodes=2, agents=3, steps=50)
-    stream = MettaSampleStream(base_path=uri, batch_size=64, shuffle_buffer=500, seed=7)
+    stream = MettaSampleStream(warehouse=uri, batch_size=64, shuffle_buffer=500, seed=7)
     assert len(stream.row_groups) == len(days)
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers)
     keys = stream_keys(stream, loader)
@@ -379,7 +379,7 @@ def test_loaders_pickle_for_spawned_workers(local_wh: tuple[str, pa.Table]) -> N
     uri, _ = local_wh
     dataset = pickle.loads(pickle.dumps(ReplayDataset(base_path=uri, dates=[DAYS[0]])))
     assert as_plain(dataset[3]) == as_plain(ReplayDataset(base_path=uri, dates=[DAYS[0]])[3])
-    stream = MettaSampleStream(base_path=uri, dates=[DAYS[0]], filters={"action": "> 2"}, seed=4)
+    stream = MettaSampleStream(warehouse=uri, dates=[DAYS[0]], filters={"action": "> 2"}, seed=4)
     copy = pickle.loads(pickle.dumps(stream))
     assert stream_keys(copy, copy) == stream_keys(stream, stream)
 
@@ -388,7 +388,7 @@ def test_stream_order_depends_on_seed_and_epoch(local_wh: tuple[str, pa.Table]) 
     uri, _ = local_wh
 
     def order(seed: int, epoch: int = 0) -> list:
-        stream = MettaSampleStream(base_path=uri, batch_size=50, shuffle_buffer=300, seed=seed)
+        stream = MettaSampleStream(warehouse=uri, batch_size=50, shuffle_buffer=300, seed=seed)
         stream.set_epoch(epoch)
         return stream_keys(stream, stream)
 
@@ -405,7 +405,7 @@ def test_stream_shuffle_is_bounded_by_the_buffer(tmp_path: Path) -> None:
     position = {key: i for i, key in enumerate(row_keys(table))}
     buffer, read_rows = 200, 64
     stream = MettaSampleStream(
-        base_path=uri, batch_size=32, shuffle_buffer=buffer, read_rows=read_rows, seed=3
+        warehouse=uri, batch_size=32, shuffle_buffer=buffer, read_rows=read_rows, seed=3
     )
     source = [position[key] for key in stream_keys(stream, stream)]
     assert sorted(source) == list(range(table.num_rows))
@@ -420,20 +420,20 @@ def test_stream_filters_drop_last_and_fixed_items(local_wh: tuple[str, pa.Table]
     uri, table = local_wh
     filters = {"agent_id": "= 2", "timestep": "<= 30"}
     expected = table.filter((pc.field("agent_id") == 2) & (pc.field("timestep") <= 30))
-    stream = MettaSampleStream(base_path=uri, filters=filters, batch_size=32, drop_last=True, seed=0)
+    stream = MettaSampleStream(warehouse=uri, filters=filters, batch_size=32, drop_last=True, seed=0)
     assert stream.num_rows == expected.num_rows
     batches = list(stream)
     assert all(len(b["action"]) == 32 for b in batches)
     assert len(batches) == expected.num_rows // 32
     assert all(b["agent_id"].eq(2).all() and b["timestep"].le(30).all() for b in batches)
-    fixed = MettaSampleStream(base_path=uri, dates=[DAYS[0]], items=["heart", "zinc"], shuffle_buffer=0)
+    fixed = MettaSampleStream(warehouse=uri, dates=[DAYS[0]], items=["heart", "zinc"], shuffle_buffer=0)
     first = next(iter(fixed))
     assert fixed.items == ["heart", "zinc"] and first["observation"]["inventory"].shape[1] == 2
     assert first["observation"]["inventory"][:, 1].eq(0).all()
     with pytest.raises(ValueError, match="numeric or bool"):
-        MettaSampleStream(base_path=uri, columns=["source_uri"])
+        MettaSampleStream(warehouse=uri, columns=["source_uri"])
     with pytest.raises(ValueError, match="batch_size"):
-        MettaSampleStream(base_path=uri, batch_size=0)
+        MettaSampleStream(warehouse=uri, batch_size=0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -451,7 +451,7 @@ def test_replay_dataset_and_stream_on_s3(s3_bucket: str, local_wh: tuple[str, pa
         ReplayDataset(base_path=uri, dates=["2025-10-16"])
     batch = next(iter(DataLoader(dataset, batch_size=256, shuffle=True)))
     assert batch["observation"]["location"].shape == (256, 2)
-    stream = MettaSampleStream(base_path=uri, batch_size=64, seed=0)
+    stream = MettaSampleStream(warehouse=uri, batch_size=64, seed=0)
     assert sorted(stream_keys(stream, stream)) == sorted(row_keys(table))  # s3fs used in this process...
     keys = stream_keys(stream, DataLoader(stream, batch_size=None, num_workers=2))  # ...then after a fork
     assert sorted(keys) == sorted(row_keys(table))

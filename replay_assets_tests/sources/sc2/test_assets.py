@@ -57,7 +57,7 @@ def test_every_replay_judged_and_valid_ones_framed(
     landing, warehouse = landing_and_warehouse(storage, shared_landing, tmp_path, request)
     result = _materialize(landing, warehouse, Sc2MetadataConfig(), Sc2FramesConfig(parallel=2))
     assert result.success
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     names = sorted(p.name for p in folder.iterdir())
     judged = dict(
         conn.sql(
@@ -97,7 +97,7 @@ def test_invalid_replays_framed_on_request_and_failures_listed(
     lenient = Sc2MetadataConfig(min_game_loops=None, players=None, min_apm=None, min_mmr=None)
     result = _materialize(landing, warehouse, lenient, Sc2FramesConfig(only_valid=False, parallel=1))
     assert result.success
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     failures = dict(
         conn.sql(
             "SELECT regexp_extract(source_uri, '[^/]+$'), reason FROM sc2_replay_failures ORDER BY 1"
@@ -116,7 +116,7 @@ def test_engine_backend_without_the_build_fails_per_replay(
     landing, warehouse = landing_and_warehouse("local", shared_landing, tmp_path, request)
     result = _materialize(landing, warehouse, Sc2MetadataConfig(), Sc2FramesConfig(backend="engine"))
     assert result.success
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     reasons = [r[0] for r in conn.sql("SELECT reason FROM sc2_replay_failures").fetchall()]
     valid = conn.sql("SELECT count(*) FROM sc2_replay_metadata WHERE valid").fetchone()[0]
     assert len(reasons) == valid and all("has no Base" in r for r in reasons)
@@ -137,7 +137,7 @@ def test_auto_backend_plays_replays_of_the_installed_build_in_the_engine(
     lenient = Sc2MetadataConfig(min_game_loops=None, players=None, min_apm=None, min_mmr=None)
     result = _materialize(landing, warehouse, lenient, Sc2FramesConfig(only_valid=False))
     assert result.success
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     backends = dict(
         conn.sql(
             "SELECT m.base_build = 75689, list_distinct(list(f.backend)) FROM sc2_ground_truth_frames f "

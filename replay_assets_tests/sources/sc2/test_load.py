@@ -133,7 +133,7 @@ def test_missing_days_are_reported(warehouse: str) -> None:
 
 
 def test_connect_exposes_the_frames_to_sql(warehouse: str) -> None:
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     rows = conn.execute(
         "select backend, count(*), max(len(units)) from sc2_ground_truth_frames group by 1 order by 1"
     ).fetchall()

@@ -72,7 +72,7 @@ def test_runs_are_read_safely_and_bad_ones_refused(
     )
     assert result.success
     assert not marker.exists()  # nothing from the hostile pickle ran
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     per_file = dict(
         conn.sql(
             "SELECT regexp_extract(source_uri, '[^/]+$'), count(*) FROM tmrl_demo_buffers GROUP BY 1"

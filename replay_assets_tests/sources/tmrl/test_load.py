@@ -154,7 +154,7 @@ def _check_item(item: dict[str, torch.Tensor], sample: tuple[Any, ...], layout: 
 
 
 def test_lidar_items_match_the_run_pickles(real_wh: str, real_runs: dict[str, Any]) -> None:
-    buffer = DemoBuffer(real_wh, layout="lidar")
+    buffer = DemoBuffer(warehouse=real_wh, layout="lidar")
     assert buffer.layout == "lidar" and len(buffer) == 300 + 120 + 40
     assert buffer.days == [DAY_14, DAY_15]
     seen = []
@@ -176,7 +176,7 @@ def test_lidar_items_match_the_run_pickles(real_wh: str, real_runs: dict[str, An
 
 
 def test_full_items_match_the_run_pickles(real_wh: str, real_runs: dict[str, Any]) -> None:
-    buffer = DemoBuffer(real_wh, layout="full")
+    buffer = DemoBuffer(warehouse=real_wh, layout="full")
     assert len(buffer) == 150 and buffer.samples_per_day() == {DAY_14: 0, DAY_15: 150}
     for i in range(len(buffer)):
         ref = buffer.source(i)
@@ -189,30 +189,34 @@ def test_full_items_match_the_run_pickles(real_wh: str, real_runs: dict[str, Any
 
 def test_mixed_layouts_are_refused_unless_a_layout_is_chosen(real_wh: str) -> None:
     with pytest.raises(MixedLayoutsError, match=r"150 'full', 460 'lidar'.*layout='lidar'") as info:
-        DemoBuffer(real_wh)
+        DemoBuffer(warehouse=real_wh)
     assert isinstance(info.value, ReplayAssetsError)
-    only_lidar = DemoBuffer(real_wh, end_date="2025-10-14")  # one layout present: it is the buffer's
+    only_lidar = DemoBuffer(
+        warehouse=real_wh, end_date="2025-10-14"
+    )  # one layout present: it is the buffer's
     assert only_lidar.layout == "lidar" and len(only_lidar) == 420
     with pytest.raises(MixedLayoutsError):  # the 15th holds the legacy lidar run beside the full one
-        DemoBuffer(real_wh, start_date=DAY_15)
-    assert len(DemoBuffer(real_wh, start_date=DAY_15, layout="lidar")) == 40
-    picked = DemoBuffer(real_wh, layout="lidar", run_ids=["legacy_run_0001", "20251014_113000_b2c3d4e5"])
+        DemoBuffer(warehouse=real_wh, start_date=DAY_15)
+    assert len(DemoBuffer(warehouse=real_wh, start_date=DAY_15, layout="lidar")) == 40
+    picked = DemoBuffer(
+        warehouse=real_wh, layout="lidar", run_ids=["legacy_run_0001", "20251014_113000_b2c3d4e5"]
+    )
     assert len(picked) == 160 and {picked.source(i).run_id for i in range(160)} == {
         "legacy_run_0001",
         "20251014_113000_b2c3d4e5",
     }
     with pytest.raises(ValueError, match="layout"):
-        DemoBuffer(real_wh, layout="images")
+        DemoBuffer(warehouse=real_wh, layout="images")
     with pytest.raises(ValueError, match="run_ids"):
-        DemoBuffer(real_wh, layout="lidar", run_ids="legacy_run_0001")
+        DemoBuffer(warehouse=real_wh, layout="lidar", run_ids="legacy_run_0001")
     with pytest.raises(ValueError, match="after"):
-        DemoBuffer(real_wh, start_date=DAY_15, end_date=DAY_14)
+        DemoBuffer(warehouse=real_wh, start_date=DAY_15, end_date=DAY_14)
 
 
 def test_a_refresh_bringing_a_second_layout_is_refused_without_changing_the_buffer(tmp_path: Path) -> None:
     uri = str(tmp_path / "wh")
     write_day(uri, DAY_14, [synthetic(DAY_14, "lidar", 30, seed=1)])
-    buffer = DemoBuffer(uri)
+    buffer = DemoBuffer(warehouse=uri)
     assert (buffer.layout, len(buffer), buffer.generation) == ("lidar", 30, 1)
     write_day(uri, DAY_15, [synthetic(DAY_15, "full", 10, seed=2)])
     with pytest.raises(MixedLayoutsError, match="10 'full', 30 'lidar'"):
@@ -223,7 +227,7 @@ def test_a_refresh_bringing_a_second_layout_is_refused_without_changing_the_buff
 
 
 def test_an_empty_warehouse_gives_an_empty_buffer(tmp_path: Path) -> None:
-    buffer = DemoBuffer(tmp_path / "nothing-yet")
+    buffer = DemoBuffer(warehouse=tmp_path / "nothing-yet")
     assert len(buffer) == 0 and buffer.layout is None and buffer.refresh() == 0
     with pytest.raises(IndexError):
         buffer[0]
@@ -253,7 +257,7 @@ def test_refresh_reads_new_and_rewritten_days_only(
     monkeypatch.setattr(tmrl_datasets, "_read_rows", counting_read)
     first = synthetic(DAY_14, "lidar", 50, seed=1)
     write_day(warehouse_uri, DAY_14, [first])
-    buffer = DemoBuffer(warehouse_uri, layout="lidar")
+    buffer = DemoBuffer(warehouse=warehouse_uri, layout="lidar")
     assert len(buffer) == 50 and reads == ["date=2025-10-14"] and buffer.generation == 1
 
     reads.clear()
@@ -284,7 +288,7 @@ def test_refresh_reads_new_and_rewritten_days_only(
     assert len(buffer) == 20 and buffer.generation == 4
 
     # An open-ended range picks up later days; a bounded one ignores them.
-    bounded = DemoBuffer(warehouse_uri, end_date=DAY_15, layout="lidar")
+    bounded = DemoBuffer(warehouse=warehouse_uri, end_date=DAY_15, layout="lidar")
     write_day(warehouse_uri, DAY_16, [synthetic(DAY_16, "lidar", 5, seed=4)])
     assert bounded.refresh() == 0 and buffer.refresh() == 5 and len(buffer) == 25
 
@@ -295,7 +299,7 @@ def test_refresh_reads_new_and_rewritten_days_only(
 def test_a_same_size_rewrite_is_still_seen(tmp_path: Path) -> None:
     uri = str(tmp_path / "wh")
     write_day(uri, DAY_14, [synthetic(DAY_14, "lidar", 10, seed=1)])
-    buffer = DemoBuffer(uri, layout="lidar")
+    buffer = DemoBuffer(warehouse=uri, layout="lidar")
     path = partition_file(warehouse_root(uri), ASSET, DAY_14.isoformat()).path
     size = os.stat(path).st_size
     write_day(uri, DAY_14, [synthetic(DAY_14, "lidar", 10, seed=1)])  # same bytes, a new file
@@ -304,7 +308,7 @@ def test_a_same_size_rewrite_is_still_seen(tmp_path: Path) -> None:
 
 
 def test_a_buffer_pickles_for_dataloader_workers(real_wh: str) -> None:
-    buffer = DemoBuffer(real_wh, layout="lidar", end_date=DAY_14)
+    buffer = DemoBuffer(warehouse=real_wh, layout="lidar", end_date=DAY_14)
     copy = pickle.loads(pickle.dumps(buffer))
     assert len(copy) == 420 and torch.equal(copy[5]["lidar"], buffer[5]["lidar"])
     assert copy.refresh() == 0
@@ -423,8 +427,8 @@ def test_batches_draw_from_demos_a_refresh_brought(tmp_path: Path) -> None:
     demo_uri, fresh_uri = str(tmp_path / "demos"), str(tmp_path / "agent")
     write_day(demo_uri, DAY_14, [synthetic(DAY_14, "lidar", 40, seed=1)])
     write_day(fresh_uri, DAY_14, [synthetic(DAY_14, "lidar", 400, seed=9)])
-    demo = DemoBuffer(demo_uri, layout="lidar")
-    fresh = DemoBuffer(fresh_uri, layout="lidar")  # any map-style dataset with the same item keys
+    demo = DemoBuffer(warehouse=demo_uri, layout="lidar")
+    fresh = DemoBuffer(warehouse=fresh_uri, layout="lidar")  # any map-style dataset with the same item keys
     sampler = MixedSampler(fresh, demo, demo_fraction=None, batch_size=50, seed=11)
     twin = MixedSampler(fresh, demo, demo_fraction=None, batch_size=50, seed=11)  # same draws, as indices
     assert sampler.demo_share() == pytest.approx(40 / 440)

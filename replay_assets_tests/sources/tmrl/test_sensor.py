@@ -130,7 +130,7 @@ def test_file_is_renamed_only_after_its_run_succeeded(tmp_path: Path) -> None:
         resources=good,
         instance=instance,
     ).success
-    assert connect(str(warehouse)).sql("SELECT count(*) FROM tmrl_demo_buffers").fetchone()[0] == 20
+    assert connect(warehouse=str(warehouse)).sql("SELECT count(*) FROM tmrl_demo_buffers").fetchone()[0] == 20
 
 
 def test_missing_source_path_is_logged_and_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -193,7 +193,7 @@ def test_daemon_injects_a_dropped_file_end_to_end(tmp_path: Path) -> None:
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(2)
-    assert connect(str(warehouse)).sql("SELECT count(*) FROM tmrl_demo_buffers").fetchone()[0] == 20
+    assert connect(warehouse=str(warehouse)).sql("SELECT count(*) FROM tmrl_demo_buffers").fetchone()[0] == 20
 
 
 def test_sensor_on_an_s3_landing_zone(tmp_path: Path, s3_bucket: str) -> None:

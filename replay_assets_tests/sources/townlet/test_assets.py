@@ -55,7 +55,7 @@ def test_index_and_steps_match_the_sqlite_index_and_files(
     landing, warehouse = landing_and_warehouse(storage, shared_landing, tmp_path, request)
     result = _materialize(landing, warehouse)
     assert result.success
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     rows = conn.sql(f"SELECT {INDEX_COLUMNS} FROM townlet_recordings_index ORDER BY episode_id").fetchall()
     assert rows == _sqlite_rows(shared_landing)
     assert conn.sql(
@@ -105,7 +105,7 @@ def test_orphans_missing_and_corrupt_files_are_invalid_rows(shared_landing: Path
     warehouse = str(tmp_path / "warehouse")
     result = _materialize(str(shared_landing), warehouse)
     assert result.success
-    conn = connect(warehouse)
+    conn = connect(warehouse=warehouse)
     invalid = {
         Path(uri).name: (exists, reason)
         for uri, exists, reason in conn.sql(
@@ -156,7 +156,10 @@ def test_index_being_written_by_another_connection(shared_landing: Path, tmp_pat
         )
         assert result.success
         ids = {
-            e for (e,) in connect(warehouse).sql("SELECT episode_id FROM townlet_recordings_index").fetchall()
+            e
+            for (e,) in connect(warehouse=warehouse)
+            .sql("SELECT episode_id FROM townlet_recordings_index")
+            .fetchall()
         }
         assert 500 in ids and 501 not in ids
     finally:

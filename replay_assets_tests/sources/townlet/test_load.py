@@ -153,7 +153,7 @@ def built(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 @pytest.fixture(scope="module", params=["as_materialized", "small_row_groups"])
 def recordings(request: pytest.FixtureRequest, built: dict[str, Path]) -> TownletRecordings:
     key = "warehouse" if request.param == "as_materialized" else "small"
-    with TownletRecordings(str(built[key])) as loader:
+    with TownletRecordings(warehouse=str(built[key])) as loader:
         yield loader
 
 
@@ -378,7 +378,7 @@ def test_load_errors(recordings: TownletRecordings) -> None:
 def test_missing_steps_partition_and_refresh(built: dict[str, Path], tmp_path: Path) -> None:
     warehouse = tmp_path / "wh"
     shutil.copytree(built["small"], warehouse)
-    loader = TownletRecordings(str(warehouse))
+    loader = TownletRecordings(warehouse=str(warehouse))
     assert len(loader.load(0)) == 50  # episode 0 is on 2025-10-14
     shutil.rmtree(warehouse / "townlet_episode_steps" / "date=2025-10-16")
     with pytest.raises(MissingPartitionsError, match="2025-10-16"):
@@ -390,7 +390,7 @@ def test_missing_steps_partition_and_refresh(built: dict[str, Path], tmp_path: P
     with pytest.raises(EpisodeNotFoundError):
         loader.load(141)
     with pytest.raises(MissingPartitionsError, match="townlet_recordings_index"):
-        TownletRecordings(str(tmp_path / "empty")).list()
+        TownletRecordings(warehouse=str(tmp_path / "empty")).list()
 
 
 def test_default_warehouse_and_pickling(built: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -400,7 +400,7 @@ def test_default_warehouse_and_pickling(built: dict[str, Path], monkeypatch: pyt
     before = loader.load(141)
     copy = pickle.loads(pickle.dumps(loader))
     assert [s.as_dict() for s in copy.load(141)] == [s.as_dict() for s in before]
-    assert TownletRecordings(str(built["small"] / "townlet_recordings_index")).warehouse_uri == str(
+    assert TownletRecordings(warehouse=str(built["small"] / "townlet_recordings_index")).warehouse_uri == str(
         built["small"]
     )
 
@@ -411,9 +411,11 @@ def test_small_row_groups_really_split_episodes(built: dict[str, Path]) -> None:
     metadata = pq.ParquetFile(path).metadata
     groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
     assert len(groups) > 30
-    ids = [(g.column(2).statistics.min, g.column(2).statistics.max) for g in groups]
+    leaf = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
+    episode, checkpoint = leaf["episode_id"], leaf["checkpoint"]  # `date` is in the folder name only
+    ids = [(g.column(episode).statistics.min, g.column(episode).statistics.max) for g in groups]
     assert any(low == high for low, high in ids)  # an episode longer than a group
-    names = [(g.column(1).statistics.min, g.column(1).statistics.max) for g in groups]
+    names = [(g.column(checkpoint).statistics.min, g.column(checkpoint).statistics.max) for g in groups]
     assert any(low != high for low, high in names)  # a group holding both checkpoints
 
 
@@ -422,7 +424,7 @@ def test_small_row_groups_really_split_episodes(built: dict[str, Path]) -> None:
 
 
 def test_step_dataset_items_and_dataloader(recordings: TownletRecordings, built: dict[str, Path]) -> None:
-    dataset = TownletStepDataset(recordings, checkpoint=REAL)
+    dataset = TownletStepDataset(warehouse=recordings, checkpoint=REAL)
     real = {r.episode_id: r for r in recordings.list(limit=None, checkpoint=REAL)}
     assert dataset.episodes == [(REAL, e) for e in sorted(real)]
     assert len(dataset) == sum(r.steps_recorded for r in real.values())
@@ -465,7 +467,9 @@ def windows_of(steps: list[int], k: int, contiguous_only: bool) -> int:
 def test_windows_stay_in_one_episode(
     recordings: TownletRecordings, built: dict[str, Path], contiguous_only: bool
 ) -> None:
-    dataset = TownletStepDataset(recordings, checkpoint=SYNTH, window=WINDOW, contiguous_only=contiguous_only)
+    dataset = TownletStepDataset(
+        warehouse=recordings, checkpoint=SYNTH, window=WINDOW, contiguous_only=contiguous_only
+    )
     assert dataset.episodes == [(SYNTH, e) for e in VALID_SYNTH]
     recorded = {e: [s["step"] for s in raw(built, SYNTH, e)["steps"]] for e in VALID_SYNTH}
     assert len(dataset) == sum(windows_of(s, WINDOW, contiguous_only) for s in recorded.values())
@@ -489,30 +493,32 @@ def test_windows_stay_in_one_episode(
 
 def test_dataset_episode_selection(recordings: TownletRecordings) -> None:
     rows = recordings.list(limit=2, valid=True, checkpoint=SYNTH)  # 208, 205
-    chosen = TownletStepDataset(recordings, episodes=[140, (SYNTH, 95), *rows])
+    chosen = TownletStepDataset(warehouse=recordings, episodes=[140, (SYNTH, 95), *rows])
     assert chosen.episodes == [(REAL, 140), (SYNTH, 95), (SYNTH, 205), (SYNTH, 208)]
     assert len(chosen) == 32 + 40 + 10 + 35
-    assert len(TownletStepDataset(recordings, episodes=[95], checkpoint=SYNTH)) == 40
-    staged = TownletStepDataset(recordings, stage=2, checkpoint=SYNTH)
+    assert len(TownletStepDataset(warehouse=recordings, episodes=[95], checkpoint=SYNTH)) == 40
+    staged = TownletStepDataset(warehouse=recordings, stage=2, checkpoint=SYNTH)
     assert staged.episodes == [(SYNTH, 208)] and len(staged) == 35
-    everything = TownletStepDataset(recordings)
+    everything = TownletStepDataset(warehouse=recordings)
     assert len(everything.episodes) == 32 + len(VALID_SYNTH)
     with pytest.raises(AmbiguousEpisodeError):
-        TownletStepDataset(recordings, episodes=[95])
+        TownletStepDataset(warehouse=recordings, episodes=[95])
     with pytest.raises(EpisodeNotFoundError):
-        TownletStepDataset(recordings, episodes=[206])
+        TownletStepDataset(warehouse=recordings, episodes=[206])
     with pytest.raises(ValueError):
-        TownletStepDataset(recordings, episodes=[140], stage=1)
+        TownletStepDataset(warehouse=recordings, episodes=[140], stage=1)
     with pytest.raises(ValueError):
-        TownletStepDataset(recordings, window=0)
+        TownletStepDataset(warehouse=recordings, window=0)
     with pytest.raises(ValueError):
-        TownletStepDataset(recordings, contiguous_only=True)
-    empty = TownletStepDataset(recordings, stage=9)
+        TownletStepDataset(warehouse=recordings, contiguous_only=True)
+    empty = TownletStepDataset(warehouse=recordings, stage=9)
     assert len(empty) == 0 and empty.episodes == []
 
 
 def test_dataset_with_workers(built: dict[str, Path]) -> None:
-    dataset = TownletStepDataset(str(built["small"]), checkpoint=SYNTH, window=4, contiguous_only=True)
+    dataset = TownletStepDataset(
+        warehouse=str(built["small"]), checkpoint=SYNTH, window=4, contiguous_only=True
+    )
     loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2)
     keys = [
         (e, s)
@@ -534,15 +540,15 @@ def test_ragged_lists_are_refused() -> None:
 
 def test_list_load_and_dataset_on_s3(s3_bucket: str, built: dict[str, Path]) -> None:
     upload_tree(built["small"], s3_bucket, "wh")
-    local = TownletRecordings(str(built["small"]))
-    remote = TownletRecordings(f"s3://{s3_bucket}/wh")
+    local = TownletRecordings(warehouse=str(built["small"]))
+    remote = TownletRecordings(warehouse=f"s3://{s3_bucket}/wh")
     assert remote.list(limit=None) == local.list(limit=None)
     for episode_id, checkpoint in ((140, None), (200, None), (95, SYNTH)):
         assert [s.as_dict() for s in remote.load(episode_id, checkpoint)] == [
             s.as_dict() for s in local.load(episode_id, checkpoint)
         ]
-    remote_set = TownletStepDataset(remote, checkpoint=SYNTH, window=WINDOW)
-    local_set = TownletStepDataset(local, checkpoint=SYNTH, window=WINDOW)
+    remote_set = TownletStepDataset(warehouse=remote, checkpoint=SYNTH, window=WINDOW)
+    local_set = TownletStepDataset(warehouse=local, checkpoint=SYNTH, window=WINDOW)
     assert len(remote_set) == len(local_set)
     for index in (0, 7, len(local_set) - 1):
         for key, value in local_set[index].items():
