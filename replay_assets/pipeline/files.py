@@ -66,9 +66,8 @@ def read_listed_file(backend: LandingBackend, lineage: Lineage) -> bytes:
 def failure_reason(lineage: Lineage, exc: BaseException) -> str:
     """One line that names the file and says what went wrong (the exception type when it is not ours)."""
     message = " ".join(str(exc).split())
-    if not isinstance(exc, ReplayAssetsError):
+    if not message or not isinstance(exc, ReplayAssetsError):
         message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    message = message or type(exc).__name__
     return message if lineage.uri in message else f"{lineage.uri}: {message}"
 
 
@@ -86,6 +85,10 @@ class FileOutcome:
         return self.error is not None
 
 
+# One file for a worker: its bytes (or the exception reading them raised), its lineage, the reader config.
+_Job = tuple[bytes | BaseException, Lineage, Any]
+
+
 def _decode(
     read: Callable[[bytes, Lineage, Any], Iterable[pa.RecordBatch]], job: _Job
 ) -> list[pa.RecordBatch]:
@@ -95,9 +98,6 @@ def _decode(
     if isinstance(data, BaseException):
         raise data
     return list(read(data, lineage, config))
-
-
-_Job = tuple[bytes | BaseException, Lineage, Any]
 
 
 def read_files(
