@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlparse
 
 import duckdb
 
-from replay_assets.settings import Settings, aws_region, resolve_uri, s3_endpoint_url
+from replay_assets.settings import AwsSettings, Settings, resolve_uri
 from replay_assets.warehouse.layout import PARTITION_COLUMN, asset_glob, warehouse_root
 
 _VIEW_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -30,19 +29,19 @@ def _load_httpfs(conn: duckdb.DuckDBPyConnection) -> None:
     conn.load_extension(str(extension))
 
 
-def _configure_s3(conn: duckdb.DuckDBPyConnection) -> None:
+def _configure_s3(conn: duckdb.DuckDBPyConnection, aws: AwsSettings) -> None:
     """An S3 secret from the standard AWS variables, so a local S3 server needs no code change."""
     _load_httpfs(conn)
     settings = ["TYPE s3"]
     quoted: dict[str, str] = {}
-    if key := os.environ.get("AWS_ACCESS_KEY_ID"):
+    if key := aws.access_key_id:
         quoted["KEY_ID"] = key
-        quoted["SECRET"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
-    if token := os.environ.get("AWS_SESSION_TOKEN"):
+        quoted["SECRET"] = aws.secret_access_key or ""
+    if token := aws.session_token:
         quoted["SESSION_TOKEN"] = token
-    if region := aws_region():
+    if region := aws.region:
         quoted["REGION"] = region
-    if endpoint := s3_endpoint_url():
+    if endpoint := aws.endpoint_url:
         parsed = urlparse(endpoint)
         quoted["ENDPOINT"] = parsed.netloc or parsed.path
         quoted["URL_STYLE"] = "path"
@@ -67,10 +66,15 @@ def asset_names(warehouse_uri: str) -> list[str]:
     return sorted(names)
 
 
-def attach_warehouse(conn: duckdb.DuckDBPyConnection, warehouse_uri: str) -> list[str]:
-    """Create one view per asset in ``conn``; return the view names."""
+def attach_warehouse(
+    conn: duckdb.DuckDBPyConnection, warehouse_uri: str, aws: AwsSettings | None = None
+) -> list[str]:
+    """Create one view per asset in ``conn``; return the view names.
+
+    ``aws`` (for an ``s3://`` warehouse) defaults to the AWS variables as they are now.
+    """
     if warehouse_uri.startswith("s3://"):
-        _configure_s3(conn)
+        _configure_s3(conn, AwsSettings.from_env() if aws is None else aws)
     names = asset_names(warehouse_uri)
     for name in names:
         glob = _quote(asset_glob(warehouse_uri, name))
@@ -81,12 +85,13 @@ def attach_warehouse(conn: duckdb.DuckDBPyConnection, warehouse_uri: str) -> lis
     return names
 
 
-def connect(warehouse: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(warehouse: str | None = None, aws: AwsSettings | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per asset of ``warehouse``.
 
-    ``warehouse`` defaults to ``REPLAY_WAREHOUSE_URI`` (or ``./data/warehouse``).
+    ``warehouse`` defaults to ``REPLAY_WAREHOUSE_URI`` (or ``./data/warehouse``), ``aws`` to the AWS
+    variables (both read through ``replay_assets.settings``).
     """
     uri = Settings.from_env().warehouse_uri if warehouse is None else resolve_uri(warehouse)
     conn = duckdb.connect(":memory:")
-    attach_warehouse(conn, uri)
+    attach_warehouse(conn, uri, aws)
     return conn

@@ -9,10 +9,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from replay_assets.settings import sc2path_from_env
 from replay_assets.sources.sc2.assets import Sc2Engine
 from replay_assets.sources.sc2.engine import Sc2EngineError
 from replay_assets.sources.sc2.engine_pool import (
     Sc2EnginePool,
+    _run_config,
     default_sc2path,
     engine_can_play,
     installed_builds,
@@ -126,6 +128,19 @@ def test_the_newest_build_is_started_even_when_pysc2_does_not_know_it(sc2path: P
     assert len(launches(sc2path)) == 3  # newest, then 75689 for "known", then the newest again
 
 
+def test_the_install_reaches_pysc2_as_an_argument_not_through_the_environment(
+    sc2path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SC2PATH", str(sc2path.parent / "nowhere"))  # what the workers inherit, too
+    config = _run_config(str(sc2path), None)
+    assert config.data_dir == str(sc2path) and config.version.build_version == BUILD
+    assert config.env["LD_LIBRARY_PATH"].split(":")[-1] == f"{sc2path}/Libs/"  # as pysc2's Linux config
+    assert os.environ["SC2PATH"] == str(sc2path.parent / "nowhere")  # untouched
+    with Sc2EnginePool(sc2path, workers=1) as pool:
+        [(_, result)] = pool.frames([item("r", game_loops=8)])
+    assert rows(result) == 4
+
+
 def test_missing_install_is_a_failure_per_replay(tmp_path: Path) -> None:
     with Sc2EnginePool(tmp_path / "nowhere", workers=1) as pool:
         [(_, result)] = pool.frames([item("any")])
@@ -176,7 +191,7 @@ def test_engine_can_play_and_the_resource(sc2path: Path, monkeypatch: pytest.Mon
     assert rows(result) == 6  # loops 0, 4, 8
 
 
-REAL_SC2 = Path(os.environ.get("SC2PATH") or "~/StarCraftII").expanduser()
+REAL_SC2 = Path(sc2path_from_env()).expanduser()
 
 
 @pytest.mark.skipif(
