@@ -131,6 +131,7 @@ def test_engine_backend_without_the_build_fails_per_replay(
     assert checks["sc2_frames_written"] == (False, "ERROR")  # every chosen replay failed: loudly
 
 
+@pytest.mark.slow
 def test_auto_backend_plays_replays_of_the_installed_build_in_the_engine(
     shared_landing: Path, tmp_path: Path, request
 ) -> None:
