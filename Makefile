@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test lint dev daemon bench clean
+.PHONY: setup demo test test-fast lint dev daemon bench clean
 
 # torch 2.13.0 (CPU build) first: the project's torch range accepts it, so pip never fetches a CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +27,10 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything but the tests marked slow (pyproject.toml's markers). CI runs `make test`.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 dev: setup
 	$(BIN)/dagster dev -w workspace.yaml

@@ -27,14 +27,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from harness import MIB, maxrss_mib, vmhwm_mib  # bench/harness.py
+from harness import MIB, Case, Peak, Timing, maxrss_mib, time_interleaved, vmhwm_mib, warn_if_rss_disagrees
 
 BATCH_ROWS = 64 * 1024  # rows per generated batch: what a streaming asset would yield
 SOURCES = pa.array(["metta", "sc2", "townlet", "tmrl", "other"])
@@ -154,38 +153,22 @@ def fsynced_write_table(table: pa.Table, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Timing: interleaved repeats, median and spread.
+# Timing: harness.time_interleaved (interleaved repeats, median and spread) over these cases.
 
 
-@dataclass(frozen=True)
-class Timing:
-    samples: tuple[float, ...]
+def as_cases(work: dict[str, Callable[[], object]], samples: int, *, warmup: bool = True) -> dict[str, Case]:
+    """harness ``Case``s for work that returns nothing: each run counts ``samples`` (rows, or 1 run). The
+    warm-up is the work itself, so first-use costs (lazy imports, thread pools, allocator growth) do not
+    land on whichever case runs first; ``warmup=False`` when the caller has paid them already."""
 
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
+    def case(fn: Callable[[], object]) -> Case:
+        def run() -> int:
+            fn()
+            return samples
 
-    def spread(self) -> str:
-        return f"[{min(self.samples):.2f}..{max(self.samples):.2f}]"
+        return Case(run=run, warmup=fn if warmup else lambda: None)
 
-
-def time_interleaved(
-    cases: dict[str, Callable[[], object]], repeats: int, *, warmup: bool = True
-) -> dict[str, Timing]:
-    """Run every case once per round, ``repeats`` rounds, so slow phases of a shared box hit all of them.
-
-    The untimed warm-up round pays first-use costs (lazy imports, thread pools, allocator growth) that
-    would otherwise land on whichever case happens to run first.
-    """
-    for case in cases.values() if warmup else ():
-        case()
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, case in cases.items():
-            started = time.perf_counter()
-            case()
-            samples[name].append(time.perf_counter() - started)
-    return {name: Timing(tuple(values)) for name, values in samples.items()}
+    return {name: case(fn) for name, fn in work.items()}
 
 
 def throughput_row(label: str, timing: Timing, nbytes: int, baseline: Timing) -> str:
@@ -252,8 +235,8 @@ def bench_throughput(rows: int, repeats: int) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
         root = Path(tmp)
-        writes = time_interleaved(write_cases(table, root), repeats)
-        reads = time_interleaved(read_cases(root), repeats)
+        writes = time_interleaved(as_cases(write_cases(table, root), rows), repeats)
+        reads = time_interleaved(as_cases(read_cases(root), rows), repeats)
         file_mb = (root / "plain.parquet").stat().st_size / MB
         ours_mb = partition_path(str(root / "wh"), "bench_rows").stat().st_size / MB
         print(f"   Parquet file: plain {file_mb:.1f} MB, IO manager {ours_mb:.1f} MB (snappy both)")
@@ -352,7 +335,7 @@ def bench_memory(rows: int) -> None:
     for n in sizes:
         cells = "".join(f" | {_memory_cell(*results[v, n]):<{MEMORY_CELL}}" for v in MEMORY_VARIANTS)
         print(f"   {n:>11,} {materialized_table_nbytes(n) / MIB:>6.0f}{cells}")
-    warn_if_rss_disagrees(results)
+    warn_if_rss_disagrees([Peak(*results[v, n], rows=n) for n in sizes for v in MEMORY_VARIANTS])
 
 
 def _memory_cell(baseline: float, peak: float, _hwm: float) -> str:
@@ -363,14 +346,6 @@ def materialized_table_nbytes(rows: int) -> int:
     """The Arrow size the materialized variants hold, from one batch (every batch has the same layout)."""
     full, rest = divmod(rows, BATCH_ROWS)
     return full * make_batch(0, BATCH_ROWS).nbytes + (make_batch(0, rest).nbytes if rest else 0)
-
-
-def warn_if_rss_disagrees(results: dict[tuple[str, int], tuple[float, float, float]]) -> None:
-    worst = max(abs(peak - hwm) / hwm for _, peak, hwm in results.values())
-    if worst > 0.05:
-        print(f"   WARNING: ru_maxrss and VmHWM differ by up to {worst:.0%}: a peak above may be inherited")
-    else:
-        print(f"   ru_maxrss agrees with VmHWM within {worst:.1%} in every child")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -419,7 +394,7 @@ def bench_cli(days: int, repeats: int) -> None:
         many = ["--partition-range", f"{first}...{CLI_END_DATE}"]
         run_cli(one, root)  # untimed warm-up: page cache for the venv, the instance's SQLite files
         cases = {"one": lambda: run_cli(one, root), "many": lambda: run_cli(many, root)}
-        timings = time_interleaved(cases, repeats, warmup=False)  # warmed up above: a range run costs ~5s
+        timings = time_interleaved(as_cases(cases, 1, warmup=False), repeats)  # warmed up above: ~5 s a run
     print_cli(days, first, files, timings["one"], timings["many"])
 
 

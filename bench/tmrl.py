@@ -12,7 +12,7 @@ up to ``--image-mb``; sample counts drawn from a fixed seed.
    THE ORIGINAL APPROACH (``original_import`` below, tmrl's ``--import-player-runs`` way): ``pickle.load``
    each file (plain pickle: these files are ours, so trusted here; the original unpickled anything), one
    Python ``append`` per sample into each column list of ``MemoryTMLidar`` (9 columns) or ``MemoryTMFull``
-   (11 columns) as formats.md section 4 lists them, then ``pickle.dump`` of the list of columns to
+   (11 columns) in tmrl's own column order, then ``pickle.dump`` of the list of columns to
    ``data.pkl`` (default protocol, no fsync). Against OURS, what ``tmrl_demo_buffers`` does minus Dagster:
    each file read and hashed (sha256: the lineage column; the asset also re-checks the listing's hash),
    ``run_batches`` (restricted unpickler, validation) buffered per file, streamed into one

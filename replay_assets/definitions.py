@@ -8,7 +8,7 @@ from dagster_aws.s3 import S3Resource
 from replay_assets.automation.schedules import daily_replay_job, daily_replay_schedule
 from replay_assets.landing.assets import raw_replay_listings
 from replay_assets.pipeline.resources import ReplayStore, WarehouseDuckDB
-from replay_assets.settings import Settings, aws_region
+from replay_assets.settings import AwsSettings, Settings
 from replay_assets.sources.metta.assets import metta_action_samples
 from replay_assets.sources.sc2.assets import Sc2Engine, sc2_ground_truth_frames, sc2_replay_metadata
 from replay_assets.sources.tmrl.assets import tmrl_demo_buffers
@@ -27,18 +27,22 @@ ASSETS = [
 ]
 
 
-def build_resources(settings: Settings) -> dict[str, object]:
-    """The same resource keys everywhere; only the settings (local folder or S3) differ."""
+def build_resources(settings: Settings, aws: AwsSettings | None = None) -> dict[str, object]:
+    """The same resource keys everywhere; only the settings (local folder or S3) differ.
+
+    ``aws`` defaults to the AWS variables as they are now (``AwsSettings.from_env()``).
+    """
     # S3 endpoint and credentials come from the standard AWS variables through boto3 and s3fs, so a
     # local S3 server and AWS differ only in the environment.
-    s3 = S3Resource(region_name=aws_region())
+    aws = AwsSettings.from_env() if aws is None else aws
+    s3 = S3Resource(region_name=aws.region)
     return {
         "s3": s3,
         "replay_store": ReplayStore(landing_uri=settings.landing_uri, s3=s3),
         "warehouse_io_manager": PartitionedParquetIOManager(warehouse_uri=settings.warehouse_uri),
         "warehouse_sql": WarehouseDuckDB(warehouse_uri=settings.warehouse_uri),
         "warehouse": Warehouse(warehouse_uri=settings.warehouse_uri),
-        "sc2_engine": Sc2Engine(),  # SC2PATH from the environment; only backend=engine/auto uses it
+        "sc2_engine": Sc2Engine(sc2path=settings.sc2path),  # only backend=engine/auto uses it
     }
 
 

@@ -16,5 +16,7 @@ def daily_partitions(start: dt.date, include_today: bool = False) -> DailyPartit
     return DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=end_offset, timezone="UTC")
 
 
+# Read at import, through settings: the asset decorators bind ``partitions_def=DAILY`` when their modules
+# are imported, before any Definitions (or settings object) exists to pass it in.
 _SETTINGS = Settings.from_env()
 DAILY = daily_partitions(_SETTINGS.partitions_start, _SETTINGS.partitions_include_today)

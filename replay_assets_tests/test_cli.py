@@ -48,6 +48,7 @@ def _listing_rows(warehouse: str) -> list[tuple]:
     ).fetchall()
 
 
+@pytest.mark.slow
 def test_dagster_asset_materialize_partition_range(dagster_env: dict[str, str], tmp_path: Path) -> None:
     result = _run(
         [
@@ -75,6 +76,7 @@ def test_dagster_asset_materialize_partition_range(dagster_env: dict[str, str], 
     ]
 
 
+@pytest.mark.slow
 def test_backfill_through_webserver_runs_on_the_daemon(dagster_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -111,6 +113,7 @@ def test_backfill_through_webserver_runs_on_the_daemon(dagster_env: dict[str, st
     assert days == {dt.date(2025, 10, 14), SC2_DAY}
 
 
+@pytest.mark.slow
 def test_backfill_all_finds_the_range_and_records_one_run(
     dagster_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -166,6 +169,7 @@ def test_backfill_all_on_missing_landing_zone(dagster_env: dict[str, str], tmp_p
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_demo_command_writes_sample_data_and_materializes_it(tmp_path: Path) -> None:
     """The README's main job, on the embedded defaults (./data under the current folder)."""
     env = clean_env(DAGSTER_HOME=str(dagster_home(tmp_path)))
@@ -208,6 +212,7 @@ def test_sample_data_command_is_deterministic(tmp_path: Path) -> None:
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
 
 
+@pytest.mark.slow
 def test_export_tmrl_writes_a_data_pkl_tmrl_can_load(dagster_env: dict[str, str], tmp_path: Path) -> None:
     materialized = _run(
         [str(BIN / "dagster"), "asset", "materialize", "-m", "replay_assets.definitions",

@@ -19,6 +19,7 @@ from dagster import (
 from dagster._core.definitions.backfill_policy import BackfillPolicyType
 
 from replay_assets.definitions import defs
+from replay_assets.partitions import DAILY
 from replay_assets_tests.conftest import REPO_ROOT
 
 EXPECTED_ASSETS = {
@@ -80,6 +81,7 @@ def test_daily_schedule_requests_yesterday_for_every_asset() -> None:
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def("daily_replay_assets")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == EXPECTED_ASSETS
+    assert job.partitions_def == DAILY  # inferred from the assets it selects
     with DagsterInstance.ephemeral() as instance:
         context = build_schedule_context(
             instance=instance,

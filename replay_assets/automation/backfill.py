@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from dagster import AssetKey, DagsterError, DagsterInstance, Definitions
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.landing.backends import LandingBackend
 from replay_assets.landing.listing import plan_listing
+from replay_assets.settings import dagster_home
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -128,7 +128,7 @@ def run_in_process(defs: Definitions, keys: Sequence[AssetKey], days: DayRange) 
         instance = DagsterInstance.get()
     except DagsterError:  # DAGSTER_HOME unset or not a folder
         raise BackfillError(
-            f"DAGSTER_HOME is {os.environ.get('DAGSTER_HOME')!r}: set it to a folder holding dagster.yaml "
+            f"DAGSTER_HOME is {dagster_home()!r}: set it to a folder holding dagster.yaml "
             "(the Makefile uses .dagster_home) so the run is kept in the UI history"
         ) from None
     job = defs.resolve_implicit_global_asset_job_def()

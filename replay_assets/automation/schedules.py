@@ -11,12 +11,11 @@ from dagster import (
     schedule,
 )
 
-from replay_assets.partitions import DAILY
-
+# Partitioned by day like every asset it selects: Dagster infers the job's partitions from them
+# (passing partitions_def= is deprecated in 1.13 for that reason).
 daily_replay_job = define_asset_job(
     "daily_replay_assets",
     selection=AssetSelection.all(),
-    partitions_def=DAILY,
     description="Materialize one day of every replay asset.",
 )
 

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import duckdb
 
-from replay_assets.settings import Settings, aws_region, resolve_uri, s3_endpoint_url
+from replay_assets.settings import AwsSettings, Settings, resolve_uri
 from replay_assets.warehouse.layout import PARTITION_COLUMN, asset_glob, warehouse_root
 from replay_assets.warehouse.selection import UNSET, warehouse_argument
 
@@ -31,19 +31,19 @@ def _load_httpfs(conn: duckdb.DuckDBPyConnection) -> None:
     conn.load_extension(str(extension))
 
 
-def _configure_s3(conn: duckdb.DuckDBPyConnection) -> None:
+def _configure_s3(conn: duckdb.DuckDBPyConnection, aws: AwsSettings) -> None:
     """An S3 secret from the standard AWS variables, so a local S3 server needs no code change."""
     _load_httpfs(conn)
     settings = ["TYPE s3"]
     quoted: dict[str, str] = {}
-    if key := os.environ.get("AWS_ACCESS_KEY_ID"):
+    if key := aws.access_key_id:
         quoted["KEY_ID"] = key
-        quoted["SECRET"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
-    if token := os.environ.get("AWS_SESSION_TOKEN"):
+        quoted["SECRET"] = aws.secret_access_key or ""
+    if token := aws.session_token:
         quoted["SESSION_TOKEN"] = token
-    if region := aws_region():
+    if region := aws.region:
         quoted["REGION"] = region
-    if endpoint := s3_endpoint_url():
+    if endpoint := aws.endpoint_url:
         parsed = urlparse(endpoint)
         quoted["ENDPOINT"] = parsed.netloc or parsed.path
         quoted["URL_STYLE"] = "path"
@@ -68,10 +68,15 @@ def asset_names(warehouse_uri: str) -> list[str]:
     return sorted(names)
 
 
-def attach_warehouse(conn: duckdb.DuckDBPyConnection, warehouse_uri: str) -> list[str]:
-    """Create one view per asset in ``conn``; return the view names."""
+def attach_warehouse(
+    conn: duckdb.DuckDBPyConnection, warehouse_uri: str, aws: AwsSettings | None = None
+) -> list[str]:
+    """Create one view per asset in ``conn``; return the view names.
+
+    ``aws`` (for an ``s3://`` warehouse) defaults to the AWS variables as they are now.
+    """
     if warehouse_uri.startswith("s3://"):
-        _configure_s3(conn)
+        _configure_s3(conn, AwsSettings.from_env() if aws is None else aws)
     names = asset_names(warehouse_uri)
     column = f'"{PARTITION_COLUMN}"'
     for name in names:
@@ -86,17 +91,20 @@ def attach_warehouse(conn: duckdb.DuckDBPyConnection, warehouse_uri: str) -> lis
     return names
 
 
-def connect(_warehouse: str | None = UNSET, /, *, warehouse: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    _warehouse: str | None = UNSET, /, *, warehouse: str | None = None, aws: AwsSettings | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per asset of ``warehouse``.
 
     ``warehouse=`` (keyword-only, as in every loader) defaults to ``REPLAY_WAREHOUSE_URI`` (or
     ``./data/warehouse``), a local folder or ``s3://``; passing it positionally is deprecated (a
-    ``DeprecationWarning``, for one release).
+    ``DeprecationWarning``, for one release). ``aws`` defaults to the AWS variables (both read through
+    ``replay_assets.settings``).
     """
     warehouse = warehouse_argument(
         warehouse, _warehouse, legacy_spelling="the first positional argument", owner="connect"
     )
     uri = Settings.from_env().warehouse_uri if warehouse is None else resolve_uri(os.fspath(warehouse))
     conn = duckdb.connect(":memory:")
-    attach_warehouse(conn, uri)
+    attach_warehouse(conn, uri, aws)
     return conn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -12,6 +13,7 @@ import pytest
 from dagster import (
     AssetIn,
     BackfillPolicy,
+    BetaWarning,
     DagsterInstance,
     DailyPartitionsDefinition,
     asset,
@@ -136,6 +138,12 @@ def test_concurrent_writers_leave_one_whole_partition(warehouse: str) -> None:
 
 
 def _assets():
+    with warnings.catch_warnings():  # backfill_policy is Beta in Dagster 1.13: used on purpose (pipeline/)
+        warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy`", category=BetaWarning)
+        return _define_assets()
+
+
+def _define_assets():
     @asset(
         partitions_def=DAYS,
         io_manager_key="warehouse_io_manager",
@@ -155,7 +163,12 @@ def _assets():
         out = {k: pa.table({"n": [numbers[k].num_rows]}) for k in context.partition_keys}
         return out if len(out) > 1 else next(iter(out.values()))
 
-    @asset(partitions_def=DAYS, io_manager_key="warehouse_io_manager", ins={"numbers": AssetIn()})
+    @asset(
+        partitions_def=DAYS,
+        io_manager_key="warehouse_io_manager",
+        backfill_policy=BackfillPolicy.single_run(),  # as its upstream: no mixed policies in one job
+        ins={"numbers": AssetIn()},
+    )
     def concatenated(numbers: pa.Table) -> pa.Table:
         return pa.table({"n": [numbers.num_rows]})
 

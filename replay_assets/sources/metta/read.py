@@ -111,7 +111,8 @@ class _Series:
     """A field as change steps (strictly increasing) and the value from each step on.
 
     ``values`` is 1-D for scalars and 2-D (one row per step) for inventories; before the first
-    step the field holds ``default`` (formats.md: a series may start late).
+    step the field holds ``default`` (a MettaScope series may start after step 0; the default applies
+    before it).
     """
 
     steps: np.ndarray

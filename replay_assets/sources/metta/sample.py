@@ -106,7 +106,7 @@ def _series(values: list[Any], *, skip_leading: Any = _NO_DEFAULT) -> Any:
     """Change-only encoding: the constant itself, or ``[[step, value], ...]`` at each change.
 
     With ``skip_leading`` given, leading steps equal to it are omitted so the series starts late
-    (readers apply the default before the first entry, as formats.md says).
+    (readers apply the field's default before the first entry: a real series may start after step 0).
     """
     if all(v == values[0] for v in values):
         return values[0]

@@ -32,7 +32,6 @@ except ImportError:  # pragma: no cover - pysc2 is a declared dependency
     _pysc2_upgrades = None
 
 BACKEND = "engine"
-NEUTRAL_OWNER = 16
 _LENGTH = struct.Struct("<I")
 
 

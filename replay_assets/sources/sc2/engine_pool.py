@@ -4,12 +4,13 @@ The game is the fragile part: it leaks memory over hundreds of replays, crashes 
 each worker is its own process group (worker + game) that the pool can kill outright on a timeout, a crash
 costs one replay and the next replay gets a fresh instance, and instances are restarted every
 `restart_every` replays. Results come back in input order. Spawn-safe: workers get their settings as
-arguments, nothing global.
+arguments, nothing global (not even `SC2PATH`: the install folder reaches pysc2 as an argument).
 """
 
 import contextlib
 import multiprocessing
 import os
+import platform
 import signal
 import time
 from collections.abc import Iterable, Iterator
@@ -22,17 +23,17 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from pysc2.lib.remote_controller import RequestError
 
+from replay_assets.settings import sc2_game_environ, sc2path_from_env
 from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.engine import Sc2EngineError, engine_frame_batches
 from replay_assets.util.process_map import main_module_hidden
 
 S = TypeVar("S", bound=Lineage)
-DEFAULT_SC2PATH = "~/StarCraftII"
 
 
 def default_sc2path() -> str:
-    """`$SC2PATH` as pysc2 reads it, else pysc2's Linux default."""
-    return os.environ.get("SC2PATH") or DEFAULT_SC2PATH
+    """`$SC2PATH` as pysc2 reads it, else pysc2's Linux default (read by `replay_assets.settings`)."""
+    return sc2path_from_env()
 
 
 def installed_builds(sc2path: str | os.PathLike[str] | None) -> list[int]:
@@ -77,27 +78,40 @@ def _known_build(base_build: int) -> str | None:
     return known[-1] if known else None
 
 
-def _run_config(base_build: int | None) -> Any:
-    """pysc2's platform run config for the wanted build (absl flags must count as parsed first)."""
+def _run_config(sc2path: str, base_build: int | None) -> Any:
+    """pysc2's platform run config for the install at `sc2path` and the wanted build (absl flags must count
+    as parsed first)."""
     from absl import flags
     from pysc2 import run_configs
     from pysc2.lib import sc_process
+    from pysc2.run_configs import platforms
 
+    sc2path = os.path.expanduser(sc2path)  # as pysc2 expands $SC2PATH
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
     version = None
-    if base_build is not None and base_build != max(installed_builds(None), default=None):
+    if base_build is not None and base_build != max(installed_builds(sc2path), default=None):
         version = _known_build(base_build)  # the newest needs none: SC2 finds it in its .build.info
         if version is None:
             raise sc_process.SC2LaunchError(f"pysc2 does not know base build {base_build}")
-    return run_configs.get(version=version)
+    if platform.system() != "Linux":
+        # pysc2's macOS and Windows run configs take the install only from $SC2PATH (no flag, no
+        # argument): set it in this worker process alone, which was spawned for the pool and dies with it.
+        os.environ["SC2PATH"] = sc2path
+        return run_configs.get(version=version)
+    # pysc2's `platforms.Linux()` reads the install from $SC2PATH only, but all it does with it is pass the
+    # folder to `LocalBase.__init__` with the game's `Libs/` on LD_LIBRARY_PATH: the same, with the path
+    # as an argument and no process-wide environment change.
+    config = platforms.Linux.__new__(platforms.Linux)
+    platforms.LocalBase.__init__(config, sc2path, "SC2_x64", version=version, env=sc2_game_environ(sc2path))
+    return config
 
 
 class _Instance:
     """One running game and the count of replays it has played."""
 
-    def __init__(self, base_build: int | None) -> None:
-        self.run_config = _run_config(base_build)
+    def __init__(self, sc2path: str, base_build: int | None) -> None:
+        self.run_config = _run_config(sc2path, base_build)
         self.process = self.run_config.start(want_rgb=False)
         self.controller = self.process.controller
         self.base_build: int = self.controller.ping().base_build
@@ -146,7 +160,6 @@ def _worker_main(conn: Connection, settings: EngineSettings) -> None:
     """Serves (index, data, lineage) tasks until told to stop or the pool goes away."""
     os.setpgrp()  # the pool kills this process and its game together, by group
     signal.signal(signal.SIGTERM, _exit_on_term)  # a terminated worker still quits its game (finally below)
-    os.environ["SC2PATH"] = settings.sc2path  # pysc2's Linux run config reads it; this process only
     instance: _Instance | None = None
     try:
         while True:
@@ -163,12 +176,12 @@ def _worker_main(conn: Connection, settings: EngineSettings) -> None:
             result: list[pa.RecordBatch] | Exception
             try:
                 if instance is None:
-                    instance = _Instance(settings.base_build)
+                    instance = _Instance(settings.sc2path, settings.base_build)
                 wanted = _build_to_play(instance, settings, data)
                 if wanted is not None:
                     instance.close()
                     instance = None
-                    instance = _Instance(wanted)
+                    instance = _Instance(settings.sc2path, wanted)
                 instance.played += 1
                 result = _play(instance, settings, data, lineage)
             except Sc2EngineError as error:

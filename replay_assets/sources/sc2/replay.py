@@ -8,8 +8,8 @@ no decoder for the build).
 Decisions, documented once here:
 
 * Protocol: ``s2protocol.versions.build(base_build)`` when Blizzard ships that build's decoder; else the
-  nearest *older* one, with ``decoder_exact=False`` (formats.md: no exact decoder for 2.5-3.11 and
-  4.12). The tracker stream is self-describing, so the fallback decodes it correctly; the bit-packed
+  nearest *older* one, with ``decoder_exact=False`` (s2protocol ships no exact decoder for builds 2.5-3.11
+  and 4.12). The tracker stream is self-describing, so the fallback decodes it correctly; the bit-packed
   files (initData, game events) may fail or be approximate, and any such failure is a named reason.
   ``ValidityRules.require_exact_decoder`` (default False) lets a caller reject approximate replays.
 * Players: the non-observer entries of ``details.m_playerList``; ``player_id`` is the entry's

@@ -4,7 +4,8 @@ Why a simulation rather than random events: the readers (ours, s2protocol, sc2re
 from birth to death, so the tracker stream must tell one coherent story. A tiny greedy economy runs
 per player (workers mine, supply/gas/production/tech buildings go up, a research completes, army is
 trained, armies skirmish mid-map, the stronger one pushes at the end) and every state change is
-recorded as the event the game writes (formats.md section 2); ``sc2.py`` encodes them.
+recorded as the event the game writes (the tracker and game events s2protocol decodes); ``sc2.py``
+encodes them.
 
 * tracker: ``SPlayerSetupEvent``; neutral minerals/geysers and start units born at loop 0;
   ``SPlayerStatsEvent`` at loop 1, every 160 loops and at the end (all 39 score values);

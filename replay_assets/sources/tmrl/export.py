@@ -2,7 +2,7 @@
 
 tmrl's trainer loads ``<DATASET_PATH>/data.pkl`` into its memory's ``data``: a pickled list of columns,
 each a Python list with one element per sample, in the order its ``append_buffer`` builds them
-(formats.md section 4; tmrl ``custom_memories.py``). ``export_tmrl_memory`` writes exactly that, for
+(tmrl ``custom_memories.py``). ``export_tmrl_memory`` writes exactly that, for
 
 - ``MemoryTMLidar``, 9 columns: index, action, speed, lidar, end-of-episode flag, reward, info,
   terminated, truncated;
@@ -17,7 +17,8 @@ Element types (what tmrl's worker puts in a memory through its sample compressor
 - speed, gear, rpm: ``numpy.ndarray`` float32 (1,) each, as recorded;
 - lidar: ``numpy.ndarray`` float32 (19,), the *newest* scan only (tmrl's compressor keeps the last 19
   values of the flattened history; the memory rebuilds the 4-scan history from consecutive samples);
-- image: ``numpy.ndarray`` uint8 (64, 64), the newest frame only (formats.md);
+- image: ``numpy.ndarray`` uint8 (64, 64), the newest frame only (``MemoryTMFull`` keeps only the latest
+  of a sample's four frames);
 - end-of-episode flag: ``bool``, ``terminated or truncated`` as in tmrl, and also true on the last sample
   of every run (the ``episode_end`` column), so the memory never builds a transition or an observation
   history across two runs laid end to end;
@@ -49,7 +50,6 @@ from __future__ import annotations
 
 import copyreg
 import datetime as dt
-import io
 import json
 import os
 import pickle
@@ -392,13 +392,6 @@ class _PortablePickler(pickle.Pickler):
         np.ndarray: _reduce_array,
         np.float32: _reduce_float32,
     }
-
-
-def dumps_memory(columns: list[list[Any]]) -> bytes:
-    """tmrl memory columns as pickle bytes naming only ``numpy.ndarray``/``float32`` and ``bytearray``."""
-    buffer = io.BytesIO()
-    _PortablePickler(buffer, protocol=PICKLE_PROTOCOL).dump(columns)
-    return buffer.getvalue()
 
 
 def _write_atomically(target: Path, columns: list[list[Any]], overwrite: bool) -> int:

@@ -1,4 +1,4 @@
-"""TMRL player runs (pickles, see formats.md section 4) to ``TMRL_DEMO_BUFFERS`` record batches.
+"""TMRL player runs (protocol-5 pickles of a ``tmrl_player_run_v1`` dict) to ``TMRL_DEMO_BUFFERS`` batches.
 
 Pure on purpose (no Dagster, boto3 or torch): bytes in, Arrow out. Two entry points share one decoder:
 ``load_run`` gives the validated run as Python objects (``PlayerRun``), ``run_batches`` one row per
@@ -15,7 +15,7 @@ references (``BINGET``) let a small pickle describe an exponentially large tree,
 every non-empty ``info`` is counted (linear time, cycles refused) against ``16 x file size + 1 Mi`` units
 before any JSON is written.
 
-Validation (formats.md): the top level is a ``tmrl_player_run_v1`` dict (``format``, ``run_id``,
+Validation: the top level is a ``tmrl_player_run_v1`` dict (``format``, ``run_id``,
 ``recorded_at`` ISO-8601 with an offset, converted to UTC, ``metadata`` dict, ``samples`` list,
 optional ``obs_scale_version`` int; other keys are ignored) or a bare sample list (legacy: run id =
 file stem, ``recorded_at`` unknown). Every sample is a 6-tuple ``(act, obs, rew, terminated,

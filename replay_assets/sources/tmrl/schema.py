@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-# TMRL player runs: the shapes formats.md gives for the known observation layouts.
+# TMRL player runs: the shapes of the known observation layouts (tmrl's lidar and full observations).
 ACT_SIZE = 3  # gas, brake, steer
 LIDAR_SHAPE = (4, 19)  # 4 frames of 19 beams, newest first
 IMAGES_SHAPE = (4, 64, 64)  # 4 grayscale frames, newest first

@@ -152,17 +152,19 @@ def evaluate_tick(
     return SensorResult(run_requests=requests, cursor=cursor.dump())
 
 
-def _default_status() -> DefaultSensorStatus:
-    online = PlayerRunsSettings.from_env().ONLINE_INJECTION
-    return DefaultSensorStatus.RUNNING if online else DefaultSensorStatus.STOPPED
+def _default_status(settings: PlayerRunsSettings) -> DefaultSensorStatus:
+    return DefaultSensorStatus.RUNNING if settings.ONLINE_INJECTION else DefaultSensorStatus.STOPPED
 
 
 @sensor(
     name="player_runs_sensor",
     asset_selection=TARGET,
     minimum_interval_seconds=30,
-    default_status=_default_status(),
+    # Read at import, through settings: Dagster takes the default status when the sensor is defined, so
+    # ONLINE_INJECTION must be known when this module is imported.
+    default_status=_default_status(PlayerRunsSettings.from_env()),
     description="Injects new TMRL player runs (PLAYER_RUNS settings) into tmrl_demo_buffers.",
 )
 def player_runs_sensor(context: SensorEvaluationContext, replay_store: ReplayStore) -> Any:
+    # Read again each tick (through settings), so an edit of REPLAY_TMRL_CONFIG's file applies from the next.
     return evaluate_tick(context, replay_store.backend(), PlayerRunsSettings.from_env())

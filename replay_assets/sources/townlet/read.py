@@ -1,8 +1,8 @@
 """Townlet episode recordings (``recordings/episode_{id:06d}.msgpack.lz4``) to Arrow: bytes in, Arrow out.
 
 Pure on purpose (no Dagster, boto3 or torch): the assets hand it one file's bytes (and its
-``episode_recordings`` row), users can call it directly. Facts it relies on (formats.md section 3,
-checked on ``shared/data/townlet/checkpoints_level2_5``, see the tests):
+``episode_recordings`` row), users can call it directly. Facts it relies on (from Townlet's own
+``EpisodeRecorder``, checked on ``shared/data/townlet/checkpoints_level2_5``, see the tests):
 
 * A file is an ``lz4.frame`` of one msgpack map ``{"version": 1, "metadata", "steps", "affordances"}``,
   or, with the producer's ``compression: none``, the raw msgpack under the same name (episodes 140

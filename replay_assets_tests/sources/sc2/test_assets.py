@@ -31,10 +31,13 @@ def _landing(shared_landing: Path) -> Path:
     return folder
 
 
-def _materialize(landing: str, warehouse: str, metadata: Sc2MetadataConfig, frames: Sc2FramesConfig):
+def _materialize(
+    landing: str, warehouse: str, metadata: Sc2MetadataConfig, frames: Sc2FramesConfig, sc2path: Path
+):
+    settings = Settings(landing, warehouse, dt.date(2025, 1, 1), sc2path=str(sc2path))
     return materialize(
         ASSETS,
-        resources=build_resources(Settings(landing, warehouse, dt.date(2025, 1, 1))),
+        resources=build_resources(settings),
         instance=DagsterInstance.ephemeral(),
         partition_key=SC2_DAY.isoformat(),
         run_config=RunConfig(
@@ -45,17 +48,18 @@ def _materialize(landing: str, warehouse: str, metadata: Sc2MetadataConfig, fram
 
 
 @pytest.fixture
-def no_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SC2PATH", str(tmp_path / "no_starcraft_here"))
+def no_engine(tmp_path: Path) -> Path:
+    """An SC2PATH with no StarCraft II under it."""
+    return tmp_path / "no_starcraft_here"
 
 
 @pytest.mark.parametrize("storage", ["local", "s3"])
 def test_every_replay_judged_and_valid_ones_framed(
-    storage: str, shared_landing: Path, tmp_path: Path, request, no_engine: None
+    storage: str, shared_landing: Path, tmp_path: Path, request, no_engine: Path
 ) -> None:
     folder = _landing(shared_landing)
     landing, warehouse = landing_and_warehouse(storage, shared_landing, tmp_path, request)
-    result = _materialize(landing, warehouse, Sc2MetadataConfig(), Sc2FramesConfig(parallel=2))
+    result = _materialize(landing, warehouse, Sc2MetadataConfig(), Sc2FramesConfig(parallel=2), no_engine)
     assert result.success
     conn = connect(warehouse=warehouse)
     names = sorted(p.name for p in folder.iterdir())
@@ -90,12 +94,13 @@ def test_every_replay_judged_and_valid_ones_framed(
 
 
 def test_invalid_replays_framed_on_request_and_failures_listed(
-    shared_landing: Path, tmp_path: Path, request, no_engine: None
+    shared_landing: Path, tmp_path: Path, request, no_engine: Path
 ) -> None:
     _landing(shared_landing)
     landing, warehouse = landing_and_warehouse("local", shared_landing, tmp_path, request)
     lenient = Sc2MetadataConfig(min_game_loops=None, players=None, min_apm=None, min_mmr=None)
-    result = _materialize(landing, warehouse, lenient, Sc2FramesConfig(only_valid=False, parallel=1))
+    frames = Sc2FramesConfig(only_valid=False, parallel=1)
+    result = _materialize(landing, warehouse, lenient, frames, no_engine)
     assert result.success
     conn = connect(warehouse=warehouse)
     failures = dict(
@@ -111,10 +116,11 @@ def test_invalid_replays_framed_on_request_and_failures_listed(
 
 
 def test_engine_backend_without_the_build_fails_per_replay(
-    shared_landing: Path, tmp_path: Path, request, no_engine: None
+    shared_landing: Path, tmp_path: Path, request, no_engine: Path
 ) -> None:
     landing, warehouse = landing_and_warehouse("local", shared_landing, tmp_path, request)
-    result = _materialize(landing, warehouse, Sc2MetadataConfig(), Sc2FramesConfig(backend="engine"))
+    frames = Sc2FramesConfig(backend="engine")
+    result = _materialize(landing, warehouse, Sc2MetadataConfig(), frames, no_engine)
     assert result.success
     conn = connect(warehouse=warehouse)
     reasons = [r[0] for r in conn.sql("SELECT reason FROM sc2_replay_failures").fetchall()]
@@ -125,17 +131,17 @@ def test_engine_backend_without_the_build_fails_per_replay(
     assert checks["sc2_frames_written"] == (False, "ERROR")  # every chosen replay failed: loudly
 
 
+@pytest.mark.slow
 def test_auto_backend_plays_replays_of_the_installed_build_in_the_engine(
-    shared_landing: Path, tmp_path: Path, request, monkeypatch: pytest.MonkeyPatch
+    shared_landing: Path, tmp_path: Path, request
 ) -> None:
     """SC2PATH holds (a stand-in of) Base75689: its replays go through pysc2 and the engine pool, the
     others through tracker events, and the two streams merge into one sorted partition."""
     sc2path = tmp_path / "StarCraftII"
     install_standin(sc2path, BUILD)
-    monkeypatch.setenv("SC2PATH", str(sc2path))
     landing, warehouse = landing_and_warehouse("local", shared_landing, tmp_path, request)
     lenient = Sc2MetadataConfig(min_game_loops=None, players=None, min_apm=None, min_mmr=None)
-    result = _materialize(landing, warehouse, lenient, Sc2FramesConfig(only_valid=False))
+    result = _materialize(landing, warehouse, lenient, Sc2FramesConfig(only_valid=False), sc2path)
     assert result.success
     conn = connect(warehouse=warehouse)
     backends = dict(

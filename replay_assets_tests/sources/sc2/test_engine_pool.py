@@ -8,11 +8,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from replay_assets.settings import sc2path_from_env
 from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.assets import Sc2Engine
 from replay_assets.sources.sc2.engine import Sc2EngineError
 from replay_assets.sources.sc2.engine_pool import (
     Sc2EnginePool,
+    _run_config,
     default_sc2path,
     engine_can_play,
     installed_builds,
@@ -53,6 +55,7 @@ def rows(result: list[pa.RecordBatch] | Exception) -> int:
     return sum(batch.num_rows for batch in result)
 
 
+@pytest.mark.slow
 def test_results_in_input_order_from_two_workers(sc2path: Path) -> None:
     items = [item(f"r{i}", game_loops=8 * (3 - i % 3)) for i in range(7)]
     with Sc2EnginePool(sc2path, workers=2, base_build=BUILD) as pool:  # a look-ahead window of 4
@@ -65,6 +68,7 @@ def test_results_in_input_order_from_two_workers(sc2path: Path) -> None:
     assert len(launches(sc2path)) == 2  # one instance per worker, reused
 
 
+@pytest.mark.slow
 def test_crash_mid_replay_fails_that_replay_and_a_fresh_instance_plays_the_next(sc2path: Path) -> None:
     items = [item("crashes", crash_at=16), item("fine")]
     with Sc2EnginePool(sc2path, workers=1) as pool:
@@ -76,6 +80,7 @@ def test_crash_mid_replay_fails_that_replay_and_a_fresh_instance_plays_the_next(
     assert not alive(crashed_pid)
 
 
+@pytest.mark.slow
 def test_hung_replay_times_out_and_its_game_is_killed(sc2path: Path) -> None:
     items = [item("hangs", hang_at=8), item("fine")]
     with Sc2EnginePool(sc2path, workers=1, replay_timeout_s=5) as pool:
@@ -87,6 +92,7 @@ def test_hung_replay_times_out_and_its_game_is_killed(sc2path: Path) -> None:
     assert not alive(hung_pid)
 
 
+@pytest.mark.slow
 def test_instance_restarts_every_n_replays(sc2path: Path) -> None:
     items = [item(f"r{i}", game_loops=8) for i in range(5)]
     with Sc2EnginePool(sc2path, workers=1, restart_every=2) as pool:
@@ -96,6 +102,7 @@ def test_instance_restarts_every_n_replays(sc2path: Path) -> None:
     assert not any(alive(pid) for pid in pids)  # closing the pool quits the last game too
 
 
+@pytest.mark.slow
 def test_wrong_build_is_a_clear_failure_and_the_instance_carries_on(sc2path: Path) -> None:
     items = [item("newer", base_build=75800), item("fine", game_loops=8)]
     with Sc2EnginePool(sc2path, workers=1) as pool:
@@ -106,6 +113,7 @@ def test_wrong_build_is_a_clear_failure_and_the_instance_carries_on(sc2path: Pat
     assert len(launches(sc2path)) == 1
 
 
+@pytest.mark.slow
 def test_without_a_fixed_build_each_replay_gets_an_instance_of_its_own_build(sc2path: Path) -> None:
     install_standin(sc2path, 76114)  # 4.10.3, now the newest installed
     items = [item("a", game_loops=8), item("b", game_loops=8, base_build=76114), item("c", base_build=75800)]
@@ -116,6 +124,7 @@ def test_without_a_fixed_build_each_replay_gets_an_instance_of_its_own_build(sc2
     assert len(launches(sc2path)) == 3  # newest, then 75689 for "a", then 76114 again for "b"
 
 
+@pytest.mark.slow
 def test_the_newest_build_is_started_even_when_pysc2_does_not_know_it(sc2path: Path) -> None:
     install_standin(sc2path, 99999)  # newer than any build pysc2 knows, as a fresh SC2 install is
     items = [item("known", game_loops=8), item("newest", game_loops=8, base_build=99999)]
@@ -125,12 +134,33 @@ def test_the_newest_build_is_started_even_when_pysc2_does_not_know_it(sc2path: P
     assert len(launches(sc2path)) == 3  # newest, then 75689 for "known", then the newest again
 
 
+def test_the_install_reaches_pysc2_as_an_argument_not_through_the_environment(
+    sc2path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SC2PATH", str(sc2path.parent / "nowhere"))  # what the workers inherit, too
+    config = _run_config(str(sc2path), None)
+    assert config.data_dir == str(sc2path) and config.version.build_version == BUILD
+    assert config.env["LD_LIBRARY_PATH"].split(":")[-1] == f"{sc2path}/Libs/"  # as pysc2's Linux config
+    assert os.environ["SC2PATH"] == str(sc2path.parent / "nowhere")  # untouched
+
+
+@pytest.mark.slow
+def test_workers_play_from_the_pools_install_whatever_sc2path_says(
+    sc2path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SC2PATH", str(sc2path.parent / "nowhere"))  # inherited by the spawned workers
+    with Sc2EnginePool(sc2path, workers=1) as pool:
+        [(_, result)] = pool.frames([item("r", game_loops=8)])
+    assert rows(result) == 4
+
+
 def test_missing_install_is_a_failure_per_replay(tmp_path: Path) -> None:
     with Sc2EnginePool(tmp_path / "nowhere", workers=1) as pool:
         [(_, result)] = pool.frames([item("any")])
     assert isinstance(result, Sc2EngineError) and "could not start SC2" in str(result)
 
 
+@pytest.mark.slow
 def test_stopping_early_leaves_no_game_running(sc2path: Path) -> None:
     items = [item(f"r{i}", game_loops=8) for i in range(4)]
     with Sc2EnginePool(sc2path, workers=2) as pool:
@@ -139,6 +169,7 @@ def test_stopping_early_leaves_no_game_running(sc2path: Path) -> None:
     assert launches(sc2path) and not any(alive(pid) for pid in launches(sc2path))
 
 
+@pytest.mark.slow
 def test_a_terminated_worker_quits_its_game(sc2path: Path) -> None:
     """Daemonic workers get SIGTERM when the parent exits without closing the pool: no game is left behind."""
     with Sc2EnginePool(sc2path, workers=1) as pool:
@@ -163,6 +194,7 @@ def test_engine_can_play_only_builds_a_pool_can_start(sc2path: Path) -> None:
     assert installed_builds(sc2path / "nowhere") == []
 
 
+@pytest.mark.slow
 def test_engine_can_play_and_the_resource(sc2path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert engine_can_play(sc2path, 75689) and not engine_can_play(sc2path, 75800)
     monkeypatch.setenv("SC2PATH", str(sc2path))
@@ -175,9 +207,10 @@ def test_engine_can_play_and_the_resource(sc2path: Path, monkeypatch: pytest.Mon
     assert rows(result) == 6  # loops 0, 4, 8
 
 
-REAL_SC2 = Path(os.environ.get("SC2PATH") or "~/StarCraftII").expanduser()
+REAL_SC2 = Path(sc2path_from_env()).expanduser()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not engine_can_play(REAL_SC2, 75689),
     reason=f"no StarCraft II 4.10 (Versions/Base75689) under SC2PATH={REAL_SC2}: the real engine cannot run",

@@ -173,6 +173,7 @@ def test_runs_of_today_wait_without_taking_the_cap(tmp_path: Path) -> None:
     assert [r.tags["replay_assets/player_run"] for r in result.run_requests] == [f"{RUNS}/{older.name}"]
 
 
+@pytest.mark.slow
 def test_daemon_injects_a_dropped_file_end_to_end(tmp_path: Path) -> None:
     """The real dagster-daemon: the sensor sees a dropped run, the run stores it, the file is consumed."""
     landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
