@@ -7,8 +7,9 @@ commits. In a range run (a single-run backfill or ``--partition-range``) it retu
 partition key to one of those, and each partition still gets its own file.
 
 A partition's ``date`` lives in its folder name, not in its file (``warehouse.layout``): ``handle_output``
-leaves the column out of the file, ``load_input`` puts it back, and ``dagster/column_schema`` shows the
-schema with it: downstream assets and the UI see the asset's logical schema.
+leaves the column out of the file (and stores map columns as key/value lists), ``load_input`` puts it
+back (and the maps), and ``dagster/column_schema`` shows the schema with it: downstream assets and the UI
+see the asset's logical schema.
 """
 
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from pydantic import PrivateAttr
 from upath import UPath
 
 from replay_assets.warehouse.layout import (
+    decoded_schema,
     is_local,
     logical_schema,
     partition_file,
@@ -88,7 +90,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
                 result = write_parquet(path, data, group_rows, partition_key=key)
             context.log.debug(f"wrote {result.row_count} rows to {result.uri}")
             counts[key or "all"] = result.row_count
-            schema = logical_schema(result.schema) if key is not None else result.schema
+            schema = logical_schema(result.schema) if key is not None else decoded_schema(result.schema)
             uris.append(path)
         metadata: dict[str, Any] = {
             "dagster/row_count": sum(counts.values()),

@@ -11,6 +11,11 @@ it only in the folder every tool opens the folder. The writer drops the column
 (``with_partition_column``, ``logical_schema``), as a non-null date32 first column, so assets and loaders
 see the rows and schema they always did. Files written before this rule still hold a ``date`` column:
 the readers drop it and take the folder's day, so old and new partitions read the same.
+
+Map columns are stored as lists of ``{key, value}`` structs, Parquet's own layout for a map seen as a
+list, marked with ``replay_assets:logical_type=map`` in the field's metadata: Hugging Face ``datasets`` has
+no feature type for an Arrow map and refuses a folder holding one, while every tool reads the list. The
+project's readers turn the lists back into maps (``decode_maps``), so assets and loaders see maps as before.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -109,14 +115,23 @@ def _dropped(
         yield batch.drop_columns([PARTITION_COLUMN])
 
 
-def logical_schema(physical: pa.Schema) -> pa.Schema:
-    """A partition file's schema as the project's readers return it: ``date`` (non-null date32) first.
+def scan_schema(physical: pa.Schema) -> pa.Schema:
+    """The schema to scan partition files with: ``date`` (non-null date32, from the folder) first, the
+    stored columns after it, maps as key/value lists (``decode_maps`` turns the rows read back).
 
-    A file written before the column moved to the folder still holds ``date``: it is replaced, not
-    repeated."""
+    Files written before these rules are scanned with it too: an in-file ``date`` is replaced, not
+    repeated, and a column stored as a Parquet map is cast to the list it is stored as now."""
     if PARTITION_COLUMN in physical.names:
         physical = physical.remove(physical.get_field_index(PARTITION_COLUMN))
+    for i, field in enumerate(physical):
+        if pa.types.is_map(field.type):
+            physical = physical.set(i, _entries_field(field))
     return physical.insert(0, PARTITION_FIELD)
+
+
+def logical_schema(physical: pa.Schema) -> pa.Schema:
+    """A partition file's schema as the project's readers return it: ``date`` first, maps as maps."""
+    return decoded_schema(scan_schema(physical))
 
 
 def with_partition_column(table: pa.Table, partition_key: str | dt.date) -> pa.Table:
@@ -133,3 +148,86 @@ def partition_expression(day: dt.date) -> pc.Expression:
     """What every row of the ``date=<day>`` folder satisfies: pyarrow fills the column from it (and prunes
     the folder with it) when a dataset fragment is given it."""
     return pc.field(PARTITION_COLUMN) == pa.scalar(day, pa.date32())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Map columns: stored as lists of key/value structs
+
+
+LOGICAL_TYPE_KEY = b"replay_assets:logical_type"
+_MAP = b"map"
+_Data = TypeVar("_Data", pa.Table, pa.RecordBatch)
+
+
+def _entries_field(field: pa.Field) -> pa.Field:
+    """A top-level map field as its stored list of ``{key, value}`` structs, marked as a map."""
+    kind: pa.MapType = field.type
+    entry = pa.struct([kind.key_field.with_name("key"), kind.item_field.with_name("value")])
+    return pa.field(
+        field.name, pa.list_(entry), field.nullable, {**(field.metadata or {}), LOGICAL_TYPE_KEY: _MAP}
+    )
+
+
+def _is_encoded_map(field: pa.Field) -> bool:
+    return (field.metadata or {}).get(LOGICAL_TYPE_KEY) == _MAP and pa.types.is_list(field.type)
+
+
+def _map_field(field: pa.Field) -> pa.Field:
+    entry = field.type.value_type
+    metadata = {k: v for k, v in (field.metadata or {}).items() if k != LOGICAL_TYPE_KEY}
+    kind = pa.map_(entry.field("key"), entry.field("value"))
+    return pa.field(field.name, kind, field.nullable, metadata or None)
+
+
+def encode_maps(
+    schema: pa.Schema, batches: Iterable[pa.RecordBatch]
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The schema and batches to store: each top-level map column as its list of key/value structs
+    (a cast that reuses the key and value buffers). Data without a map passes through unchanged."""
+    maps = [i for i, f in enumerate(schema) if pa.types.is_map(f.type)]
+    if not maps:
+        return schema, iter(batches)
+    stored = schema
+    for i in maps:
+        stored = stored.set(i, _entries_field(schema.field(i)))
+    return stored, _encoded(batches, stored, maps)
+
+
+def _encoded(
+    batches: Iterable[pa.RecordBatch], stored: pa.Schema, maps: list[int]
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        columns = list(batch.columns)
+        for i in maps:
+            columns[i] = columns[i].cast(stored.field(i).type)
+        yield pa.RecordBatch.from_arrays(columns, schema=stored)
+
+
+def decoded_schema(stored: pa.Schema) -> pa.Schema:
+    """A stored schema with its encoded map columns as the maps they stand for."""
+    for i, field in enumerate(stored):
+        if _is_encoded_map(field):
+            stored = stored.set(i, _map_field(field))
+    return stored
+
+
+def _as_map(column: pa.Array | pa.ChunkedArray, kind: pa.MapType) -> pa.Array | pa.ChunkedArray:
+    if isinstance(column, pa.ChunkedArray):
+        return pa.chunked_array([_as_map(chunk, kind) for chunk in column.chunks], kind)
+    entries, offsets = column.values, column.offsets
+    mask = column.is_null() if column.null_count else None
+    if mask is not None and offsets.offset:  # a slice's offsets: Arrow takes a null mask only with fresh ones
+        offsets = pa.concat_arrays([offsets])
+    return pa.MapArray.from_arrays(offsets, entries.field(0), entries.field(1), type=kind, mask=mask)
+
+
+def decode_maps(data: _Data) -> _Data:
+    """Rows read from a partition file with their encoded map columns as maps again; zero-copy."""
+    schema = decoded_schema(data.schema)
+    if schema.equals(data.schema, check_metadata=True):
+        return data
+    columns = [
+        _as_map(column, schema.field(i).type) if _is_encoded_map(data.schema.field(i)) else column
+        for i, column in enumerate(data.columns)
+    ]
+    return type(data).from_arrays(columns, schema=schema)

@@ -19,7 +19,7 @@ from upath import UPath
 
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.util.atomic_file import publish, written_beside
-from replay_assets.warehouse.layout import drop_partition_column, is_local
+from replay_assets.warehouse.layout import decode_maps, drop_partition_column, encode_maps, is_local
 
 TableLike = pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]
 
@@ -227,10 +227,12 @@ def _streamed(
 ) -> tuple[UPath, WriteResult]:
     """Write ``data`` as ``path``'s Parquet: under a hidden name beside it when ``staged``, and locally
     always (a local file is written beside its target, fsynced, then renamed); return where it went.
-    With a ``partition_key``, the partition column stays out of the file (it lives in the folder name)."""
+    With a ``partition_key``, the partition column stays out of the file (it lives in the folder name);
+    map columns are stored as key/value lists (``layout.encode_maps``)."""
     schema, batches = _as_batches(data)
     if partition_key is not None:
         schema, batches = drop_partition_column(schema, batches, partition_key)
+    schema, batches = encode_maps(schema, batches)
     group_rows = row_group_rows or ROW_GROUP_ROWS
     if is_local(path):
         with written_beside(path.path) as (sink, tmp):
@@ -310,5 +312,6 @@ def write_parquet(
 
 
 def read_parquet(path: UPath, columns: list[str] | None = None) -> pa.Table:
+    """One file as written: map columns as maps again (``date`` stays in the folder name)."""
     with path.open("rb") as source:
-        return pq.read_table(source, columns=columns)
+        return decode_maps(pq.read_table(source, columns=columns))

@@ -30,11 +30,12 @@ from replay_assets.errors import ReplayAssetsError
 from replay_assets.settings import Settings, resolve_uri
 from replay_assets.warehouse.layout import (
     asset_root,
+    decode_maps,
     is_local,
-    logical_schema,
     partition_expression,
     partition_file,
     partition_key_of,
+    scan_schema,
     warehouse_root,
 )
 
@@ -100,13 +101,14 @@ class Selection:
         return pafs.PyFileSystem(pafs.FSSpecHandler(root.fs))
 
     def dataset(self, filesystem: pafs.FileSystem | None = None) -> pads.Dataset:
-        """The selected files as one dataset whose schema has ``date`` first, filled from each folder."""
+        """The selected files as one dataset whose schema has ``date`` first, filled from each folder, and
+        the columns as stored (maps as key/value lists: the readers below decode what they read)."""
         filesystem = filesystem or self.filesystem()
         file_format = parquet_format()
         physical = file_format.inspect(self.files[0].path, filesystem) if self.files else pa.schema([])
         return pads.FileSystemDataset.from_paths(
             [f.path for f in self.files],
-            schema=logical_schema(physical),
+            schema=scan_schema(physical),
             format=file_format,
             filesystem=filesystem,
             partitions=[partition_expression(f.day) for f in self.files],
@@ -116,16 +118,17 @@ class Selection:
         """The selected days as one table, filtered with row-group pruning, in date then file order."""
         if not self.files:
             return pa.table({})
-        return self.dataset().to_table(columns=list(columns), filter=filter)
+        return decode_maps(self.dataset().to_table(columns=list(columns), filter=filter))
 
     def scan(
         self, columns: Sequence[str], filter: pc.Expression | None = None, batch_rows: int = 65536
     ) -> Iterator[pa.RecordBatch]:
         """Record batches of the selected days, memory bounded by a batch: for one-pass statistics."""
         if self.files:
-            yield from self.dataset().to_batches(
+            batches = self.dataset().to_batches(
                 columns=list(columns), filter=filter, batch_size=batch_rows, **_READAHEAD
             )
+            yield from map(decode_maps, batches)
 
     def row_groups(self, filter: pc.Expression | None = None) -> list[RowGroup]:
         """Row groups that may hold matching rows (Parquet statistics prune the others)."""
@@ -166,8 +169,8 @@ def read_row_group(
         fragment = file_format.make_fragment(
             unit.path, filesystem=filesystem, row_groups=[unit.index], partition_expression=where
         )
-        schema = logical_schema(fragment.physical_schema)
-    yield from fragment.to_batches(
+        schema = scan_schema(fragment.physical_schema)
+    batches = fragment.to_batches(
         schema=schema,
         columns=list(columns),
         filter=filter,
@@ -175,6 +178,7 @@ def read_row_group(
         use_threads=use_threads,
         **_READAHEAD,
     )
+    yield from map(decode_maps, batches)
 
 
 def row_group_bounds(metadata: pq.FileMetaData, column: str) -> list[tuple[Any, Any] | None]:

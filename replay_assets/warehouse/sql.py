@@ -18,6 +18,9 @@ from replay_assets.warehouse.layout import PARTITION_COLUMN, asset_glob, warehou
 from replay_assets.warehouse.selection import UNSET, warehouse_argument
 
 _VIEW_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# How DuckDB describes a map column as the warehouse stores it (a list of key/value structs, see
+# ``warehouse.layout``): the view turns it back into a MAP with ``map_from_entries``.
+_STORED_MAP = re.compile(r'^STRUCT\("key" .+, "value" .+\)\[\]$')
 
 
 def _load_httpfs(conn: duckdb.DuckDBPyConnection) -> None:
@@ -83,12 +86,22 @@ def attach_warehouse(
         glob = _quote(asset_glob(warehouse_uri, name))
         # `date` comes from the folder name (typed DATE, whatever DuckDB would guess; it also wins over the
         # in-file column of files written before) and stays the first column, as in every asset's schema.
-        conn.execute(
-            f'CREATE OR REPLACE VIEW "{name}" AS SELECT {column}, * EXCLUDE ({column}) '
-            f"FROM read_parquet({glob}, hive_partitioning = true, hive_types = {{{column}: DATE}}, "
+        files = (
+            f"read_parquet({glob}, hive_partitioning = true, hive_types = {{{column}: DATE}}, "
             "union_by_name = true)"
         )
+        maps = _stored_maps(conn, files)
+        replace = f" REPLACE ({', '.join(f'map_from_entries({c}) AS {c}' for c in maps)})" if maps else ""
+        conn.execute(
+            f'CREATE OR REPLACE VIEW "{name}" AS SELECT {column}, * EXCLUDE ({column}){replace} FROM {files}'
+        )
     return names
+
+
+def _stored_maps(conn: duckdb.DuckDBPyConnection, files: str) -> list[str]:
+    """The quoted names of the columns of ``files`` that hold maps stored as key/value lists."""
+    described = conn.sql(f"DESCRIBE SELECT * FROM {files}").fetchall()
+    return ['"' + name.replace('"', '""') + '"' for name, kind, *_ in described if _STORED_MAP.match(kind)]
 
 
 def connect(

@@ -20,9 +20,12 @@ from dagster import AssetIn, DagsterInstance, DailyPartitionsDefinition, asset, 
 from replay_assets.definitions import ASSETS
 from replay_assets.warehouse.io_manager import PartitionedParquetIOManager
 from replay_assets.warehouse.layout import (
+    LOGICAL_TYPE_KEY,
     PARTITION_COLUMN,
     PARTITION_FIELD,
     PartitionColumnMismatchError,
+    decode_maps,
+    decoded_schema,
     partition_file,
     warehouse_root,
     with_partition_column,
@@ -31,7 +34,7 @@ from replay_assets.warehouse.parquet import WarehouseWriteError, read_parquet, w
 from replay_assets.warehouse.selection import select_partitions
 from replay_assets.warehouse.sql import connect
 from replay_assets_tests.conftest import new_bucket, use_s3_endpoint
-from replay_assets_tests.warehouse.conftest import DEMO_DAYS
+from replay_assets_tests.warehouse.conftest import DAMAGED_FILES, DEMO_DAYS
 
 ASSET_KEYS = sorted({key.to_user_string() for a in ASSETS for key in a.keys})
 DAY_NAMES = {f"date={d.isoformat()}" for d in DEMO_DAYS}
@@ -56,6 +59,17 @@ def test_demo_warehouse_has_every_asset_and_no_date_in_its_files(demo_warehouse:
         for path in _files(folder):
             assert PARTITION_COLUMN not in pq.read_schema(path).names, path
         assert not [p for p in folder.rglob("*") if p.name.startswith((".", "_"))]  # no temporary left
+
+
+def test_each_damaged_file_is_one_failure_row_naming_it(demo_warehouse: Path) -> None:
+    failures = pd.concat(
+        [pd.read_parquet(demo_warehouse / name) for name in ASSET_KEYS if name.endswith("_failures")]
+    )
+    assert sorted(Path(uri).name for uri in failures["source_uri"]) == sorted(
+        Path(name).name for name in DAMAGED_FILES
+    )
+    for uri, reason in zip(failures["source_uri"], failures["reason"], strict=True):
+        assert Path(uri).name in reason and "\n" not in reason, reason
 
 
 def test_pandas_reads_every_asset_folder(demo_warehouse: Path) -> None:
@@ -94,16 +108,6 @@ def test_duckdb_reads_every_asset_folder(demo_warehouse: Path) -> None:
         assert kind == "DATE", folder.name
 
 
-def _has_map(kind: pa.DataType) -> bool:
-    if pa.types.is_map(kind):
-        return True
-    if pa.types.is_struct(kind):
-        return any(_has_map(field.type) for field in kind)
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        return _has_map(kind.value_type)
-    return False
-
-
 def test_hugging_face_datasets_reads_every_asset_folder(
     demo_warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,39 +115,48 @@ def test_hugging_face_datasets_reads_every_asset_folder(
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     import datasets
 
-    with_maps: dict[str, list[str]] = {}
-    empty: list[str] = []
     for folder in _folders(demo_warehouse):
-        schema = pq.read_schema(_files(folder)[0])
-        maps = [f.name for f in schema if _has_map(f.type)]
-        columns = [f.name for f in schema if f.name not in maps]
+        assert _rows(folder), f"{folder.name}: datasets builds no split of 0 rows, whatever the layout"
         cache = str(tmp_path / "cache" / folder.name)
-        if not _rows(folder):  # e.g. no failures on the demo days: datasets builds no split of 0 rows
-            with pytest.raises(ValueError, match="corresponds to no data"):
-                datasets.load_dataset("parquet", data_dir=str(folder), cache_dir=cache)
-            empty.append(folder.name)
-            continue
-        if maps:
-            # datasets has no feature type for an Arrow map (whatever the layout): the folder opens with
-            # the other columns selected (columns= and their features=).
-            with pytest.raises(ValueError, match="map<"):
-                datasets.load_dataset("parquet", data_dir=str(folder), cache_dir=cache)
-            with_maps[folder.name] = maps
-            features = datasets.Features.from_arrow_schema(pa.schema([schema.field(c) for c in columns]))
-            loaded = datasets.load_dataset(
-                "parquet", data_dir=str(folder), cache_dir=cache, columns=columns, features=features
-            )
-        else:
-            loaded = datasets.load_dataset("parquet", data_dir=str(folder), cache_dir=cache)
-        split = loaded["train"]
+        split = datasets.load_dataset("parquet", data_dir=str(folder), cache_dir=cache)["train"]
         assert split.num_rows == _rows(folder), folder.name
         # No hive support: every column of the files, and no `date` (it is only in the folder names).
-        assert split.column_names == columns, folder.name
-        assert PARTITION_COLUMN not in split.column_names
-    assert with_maps == {
+        assert split.column_names == pq.read_schema(_files(folder)[0]).names, folder.name
+
+
+def test_map_columns_are_stored_as_key_value_lists(demo_warehouse: Path) -> None:
+    """Maps (which ``datasets`` cannot type) are stored as lists of key/value structs, marked as maps;
+    the project's readers and the DuckDB views give maps back."""
+    stored = {
+        folder.name: [f.name for f in pq.read_schema(_files(folder)[0]) if _is_marked_map(f)]
+        for folder in _folders(demo_warehouse)
+    }
+    assert {k: v for k, v in stored.items() if v} == {
         "metta_action_samples": ["inventory"],
         "townlet_recordings_index": ["affordance_layout"],
     }
+    conn = connect(warehouse=str(demo_warehouse))
+    for name, column in [
+        ("metta_action_samples", "inventory"),
+        ("townlet_recordings_index", "affordance_layout"),
+    ]:
+        assert pa.types.is_map(
+            decoded_schema(pq.read_schema(_files(demo_warehouse / name)[0])).field(column).type
+        )
+        table = select_partitions(name, base_path=str(demo_warehouse)).read_table(["date", column])
+        assert pa.types.is_map(table.schema.field(column).type), name
+        (kind,) = conn.sql(
+            f"SELECT column_type FROM (DESCRIBE {name}) WHERE column_name = '{column}'"
+        ).fetchone()
+        assert kind.startswith("MAP("), (name, kind)
+        as_sql = conn.sql(f"SELECT {column} FROM {name}").fetchall()
+        assert [dict(v) if v is not None else None for (v,) in as_sql] == [
+            dict(v) if v is not None else None for v in table.column(column).to_pylist()
+        ]
+
+
+def _is_marked_map(field: pa.Field) -> bool:
+    return (field.metadata or {}).get(LOGICAL_TYPE_KEY) == b"map" and pa.types.is_list(field.type)
 
 
 def test_connect_views_give_date_first_as_date(demo_warehouse: Path) -> None:
@@ -172,11 +185,12 @@ def test_selection_reads_the_logical_schema(demo_warehouse: Path) -> None:
 
 
 def _old_style(warehouse: Path, target: Path) -> Path:
-    """A copy of ``warehouse`` as the writer left it before: every file also holds ``date``, first."""
+    """A copy of ``warehouse`` as the writer left it before: every file also holds ``date``, first, and
+    map columns are Parquet maps."""
     shutil.copytree(warehouse, target)
     for path in target.glob("*/date=*/part-0.parquet"):
         day = path.parent.name.removeprefix("date=")
-        pq.write_table(with_partition_column(pq.read_table(path), day), path)
+        pq.write_table(with_partition_column(decode_maps(pq.read_table(path)), day), path)
     return target
 
 
@@ -220,6 +234,7 @@ def _summary(warehouse: Path) -> dict[str, object]:
 def test_old_style_partitions_read_as_new_ones(demo_warehouse: Path, tmp_path: Path) -> None:
     old = _old_style(demo_warehouse, tmp_path / "old")
     assert all(PARTITION_COLUMN in pq.read_schema(p).names for p in old.glob("*/date=*/*.parquet"))
+    assert pa.types.is_map(pq.read_schema(_files(old / "metta_action_samples")[0]).field("inventory").type)
     new_summary, old_summary = _summary(demo_warehouse), _summary(old)
     assert old_summary == new_summary
     assert new_summary["replay"][1] == DEMO_DAYS[0].isoformat()
@@ -243,6 +258,19 @@ def test_old_style_mixed_with_new_in_one_asset(demo_warehouse: Path, tmp_path: P
     assert sorted(set(days)) == list(DEMO_DAYS)
     view = connect(warehouse=str(mixed)).sql("SELECT DISTINCT date FROM raw_replay_listings ORDER BY 1")
     assert [d for (d,) in view.fetchall()] == list(DEMO_DAYS)
+
+
+def test_old_map_files_mixed_with_new_in_one_asset(demo_warehouse: Path, tmp_path: Path) -> None:
+    """An old file (inventory a Parquet map) first, a new one (a key/value list) after: one selection."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(demo_warehouse / "metta_action_samples", mixed / "metta_action_samples")
+    first = _files(mixed / "metta_action_samples")[0]
+    pq.write_table(decode_maps(pq.read_table(first)), first)
+    selection = select_partitions("metta_action_samples", base_path=str(mixed))
+    table = selection.read_table(["date", "inventory"])
+    expected = select_partitions("metta_action_samples", base_path=str(demo_warehouse))
+    assert table.equals(expected.read_table(["date", "inventory"]))
+    assert pa.types.is_map(table.schema.field("inventory").type)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -322,7 +322,8 @@ def test_field_metadata_chooses_a_column_codec(tmp_path) -> None:
 
 
 def test_nested_field_metadata_reaches_its_leaves_and_list_leaves_get_no_statistics(tmp_path) -> None:
-    """Codec and dictionary settings are inherited by nested fields; maps and lists are walked too."""
+    """Codec and dictionary settings are inherited by nested fields; maps (stored as key/value lists)
+    and lists are walked too."""
     unit = pa.struct(
         [pa.field("tag", pa.int64()), pa.field("x", pa.float32(), metadata={b"parquet_dictionary": b"false"})]
     )
@@ -341,8 +342,8 @@ def test_nested_field_metadata_reaches_its_leaves_and_list_leaves_get_no_statist
     columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
     assert {p: c.compression for p, c in columns.items()} == {
         "loop": "SNAPPY",
-        "inventory.key_value.key": "SNAPPY",
-        "inventory.key_value.value": "SNAPPY",
+        "inventory.list.element.key": "SNAPPY",
+        "inventory.list.element.value": "SNAPPY",
         "units.list.element.tag": "ZSTD",
         "units.list.element.x": "ZSTD",
     }

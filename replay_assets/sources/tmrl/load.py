@@ -65,7 +65,7 @@ from upath import UPath
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.sources.tmrl.schema import TMRL_DEMO_BUFFERS
 from replay_assets.warehouse.filters import filters_expression, parse_filters
-from replay_assets.warehouse.layout import asset_root, logical_schema, partition_expression
+from replay_assets.warehouse.layout import asset_root, partition_expression, scan_schema
 from replay_assets.warehouse.selection import (
     UNSET,
     BasePath,
@@ -241,7 +241,7 @@ def _read_rows(
     ``date`` reads from the partition's folder (``day``), like every project reader."""
     file_format = pads.ParquetFileFormat()
     try:
-        schema = logical_schema(file_format.inspect(path, filesystem))
+        schema = scan_schema(file_format.inspect(path, filesystem))
     except FileNotFoundError:
         return None
     dataset = pads.FileSystemDataset.from_paths(
