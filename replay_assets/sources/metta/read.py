@@ -40,10 +40,8 @@ dropped and consecutive agents are packed into batches of ``batch_rows`` rows.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -57,6 +55,7 @@ from replay_assets.errors import FileFormatError
 from replay_assets.landing import detect
 from replay_assets.sources.contract import Lineage, SourceReader
 from replay_assets.sources.metta.schema import METTA_ACTION_SAMPLES
+from replay_assets.util.capped_inflate import BrokenStreamError, InflateLimitError, inflate
 from replay_assets.util.gc_pause import gc_paused
 
 __all__ = [
@@ -570,17 +569,26 @@ def _batches(agents: Iterable[_Agent], ctx: _Context, batch_rows: int) -> Iterat
 # ------------------------------------------------------------------------------------------ reader
 
 
-def _decompress(data: bytes, name: str) -> bytes:
-    """The JSON text, by magic bytes: zlib, gzip or plain."""
+# The largest JSON text a replay may inflate to. The largest real file seen (the_280_agents) is 6.5 MB;
+# parsing costs ~5x the text in Python objects, so the default keeps one file's work near 2.5 GiB at most.
+DEFAULT_MAX_DECOMPRESSED_BYTES = 512 << 20
+_CODECS = {detect.ZLIB_JSON: "zlib", detect.GZIP_JSON: "gzip"}
+
+
+def _decompress(data: bytes, name: str, max_decompressed_bytes: int) -> bytes:
+    """The JSON text, by magic bytes: zlib, gzip (inflated at most ``max_decompressed_bytes``) or plain."""
     container = detect.detect_format(data[: detect.MAGIC_BYTES_NEEDED])
-    try:
-        if container == detect.ZLIB_JSON:
-            return zlib.decompress(data)
-        if container == detect.GZIP_JSON:
-            return gzip.decompress(data)
-    except (zlib.error, OSError, EOFError) as exc:
-        raise ReplayFormatError(name, f"broken {container} compression: {exc}") from None
+    if container in _CODECS:
+        try:
+            return inflate(data, _CODECS[container], max_decompressed_bytes)
+        except (BrokenStreamError, InflateLimitError) as exc:
+            raise ReplayFormatError(name, str(exc)) from None
     if container == detect.JSON:
+        if len(data) > max_decompressed_bytes:
+            raise ReplayFormatError(
+                name,
+                f"JSON text of {len(data)} bytes, more than max_decompressed_bytes={max_decompressed_bytes}",
+            )
         return data
     raise ReplayFormatError(name, f"not a MettaScope replay: container is {container}, not zlib/gzip/JSON")
 
@@ -606,12 +614,14 @@ def read_metta_samples(
     environment: str | None = None,
     min_reward: float | None = None,
     batch_rows: int = 65536,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
 ) -> Iterator[pa.RecordBatch]:
     """Decode one replay file's bytes into ``METTA_ACTION_SAMPLES`` batches, sorted by agent_id, timestep.
 
     ``environment``: yield nothing unless the replay's environment (landing folder, else mg_config
     label) equals it; a file whose folder already rules it out is not even decompressed.
     ``min_reward``: keep an agent only if its final total_reward is at least this.
+    ``max_decompressed_bytes``: a file whose JSON text would be larger is refused while inflating.
     Every field of every agent is validated before the first batch, so a bad file raises
     ReplayFormatError without having yielded anything.
     """
@@ -621,7 +631,7 @@ def read_metta_samples(
     path_environment = environment_from_path(source.relative_path)
     if environment is not None and path_environment is not None and path_environment != environment:
         return
-    text = _decompress(data, name)
+    text = _decompress(data, name, max_decompressed_bytes)
     # Parsing creates millions of small lists: on the_280_agents 250 ms instead of 50 ms with the GC on.
     with gc_paused():
         doc = _parse_json(text, name)
@@ -663,11 +673,21 @@ class MettaReadConfig:
         default=None,
         metadata={"description": "Keep an agent's episode only if its final total_reward is at least this."},
     )
+    max_decompressed_bytes: int = field(
+        default=DEFAULT_MAX_DECOMPRESSED_BYTES,
+        metadata={"description": "Refuse a replay whose JSON text inflates to more bytes than this."},
+    )
 
 
 def read(data: bytes, lineage: Lineage, config: MettaReadConfig) -> Iterator[pa.RecordBatch]:
     """The reader contract's ``read``: one replay file's samples."""
-    return read_metta_samples(data, lineage, environment=config.environment, min_reward=config.min_reward)
+    return read_metta_samples(
+        data,
+        lineage,
+        environment=config.environment,
+        min_reward=config.min_reward,
+        max_decompressed_bytes=config.max_decompressed_bytes,
+    )
 
 
 def _episode_key(lineage: Lineage) -> str:

@@ -30,10 +30,10 @@ from replay_assets.landing.listing import MISSING_FILE, OK, SQLITE_COMPANIONS, U
 from replay_assets.pipeline.daily import daily_asset
 from replay_assets.pipeline.files import failure_reason, read_listed_file
 from replay_assets.pipeline.resources import ReplayStore
-from replay_assets.pipeline.source_assets import DayInputs, source_assets
+from replay_assets.pipeline.source_assets import DayInputs, reader_config, run_config_class, source_assets
 from replay_assets.sources.contract import Lineage
 from replay_assets.sources.townlet.index import read_recordings_index
-from replay_assets.sources.townlet.read import READER, checkpoint_of, recordings_index_row
+from replay_assets.sources.townlet.read import READER, TownletReadConfig, checkpoint_of, recordings_index_row
 from replay_assets.sources.townlet.schema import TOWNLET_RECORDINGS_INDEX
 
 INDEX = "townlet_recordings_index"
@@ -44,6 +44,8 @@ RECORDING_STATUSES = (OK, MISSING_FILE, UNINDEXED, UNREADABLE)
 # Small row groups (about 16 episodes of 500 steps): TownletRecordings.load() reads one group;
 # measured 0.8 ms median at 8,192 rows vs 1.2 ms at 16,384 and 4 ms at 65,536, same file size.
 STEPS_ROW_GROUP_ROWS = 8192
+# The index decodes every recording to verify it: the same limits as the steps reader, as run config.
+TownletIndexConfig = run_config_class("TownletIndexConfig", TownletReadConfig)
 
 
 def _index_rows(backend: LandingBackend, index_uri: str) -> dict[int, dict[str, Any]]:
@@ -52,7 +54,9 @@ def _index_rows(backend: LandingBackend, index_uri: str) -> dict[int, dict[str, 
         return {int(row["episode_id"]): row for row in read_recordings_index(local_db)}
 
 
-def _day_index_rows(backend: LandingBackend, day: dt.date, listing: pa.Table) -> list[dict[str, Any]]:
+def _day_index_rows(
+    backend: LandingBackend, day: dt.date, listing: pa.Table, limits: TownletReadConfig
+) -> list[dict[str, Any]]:
     """One TOWNLET_RECORDINGS_INDEX row per recording the listing found for the day."""
     listed = [
         r for r in listing.to_pylist() if r["source"] == "townlet" and r["status"] in RECORDING_STATUSES
@@ -81,6 +85,7 @@ def _day_index_rows(backend: LandingBackend, day: dt.date, listing: pa.Table) ->
                 checkpoint=checkpoint_of(entry["relative_path"]),
                 index_uri=index_uri,
                 sha256=entry["sha256"] if data is not None else None,
+                max_decompressed_bytes=limits.max_decompressed_bytes,
             )
         except Exception as exc:  # a bug or an unforeseen input: this recording is invalid, the day goes on
             row = recordings_index_row(
@@ -168,17 +173,21 @@ def _index_checks(tables: dict[str, pa.Table]) -> Iterator[AssetCheckResult]:
     ],
 )
 def townlet_recordings_index(
-    context: AssetExecutionContext, raw_replay_listings: dict[str, pa.Table], replay_store: ReplayStore
+    context: AssetExecutionContext,
+    config: TownletIndexConfig,
+    raw_replay_listings: dict[str, pa.Table],
+    replay_store: ReplayStore,
 ):
     """Every Townlet recording of the day (by the index's ``timestamp``): its ``episode_recordings``
     row, what the file holds (sizes, sha256, compression, steps recorded vs survival steps, meters,
     optional fields, affordance layout) and ``valid`` with the reason when not."""
     keys = list(context.partition_keys)
     backend = replay_store.backend()
+    limits = reader_config(config, TownletReadConfig)
     tables = {
         key: pa.Table.from_pylist(
             sorted(
-                _day_index_rows(backend, dt.date.fromisoformat(key), raw_replay_listings[key]),
+                _day_index_rows(backend, dt.date.fromisoformat(key), raw_replay_listings[key], limits),
                 key=lambda r: (
                     r["checkpoint"],
                     r["episode_id"] is None,

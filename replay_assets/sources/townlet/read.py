@@ -42,14 +42,13 @@ from operator import itemgetter
 from pathlib import PurePosixPath
 from typing import Any
 
-import lz4.frame
 import msgpack
 import numpy as np
 import pyarrow as pa
 
 from replay_assets.errors import FileFormatError
 from replay_assets.landing.detect import LZ4_FRAME_MAGIC, is_msgpack_map
-from replay_assets.sources.contract import Lineage, NoConfig, SourceReader
+from replay_assets.sources.contract import Lineage, SourceReader
 from replay_assets.sources.townlet.fast_msgpack import (
     INT32_MAX,
     OPTIONAL_STEP_KEYS,
@@ -61,6 +60,7 @@ from replay_assets.sources.townlet.fast_msgpack import (
     fast_step_facts,
 )
 from replay_assets.sources.townlet.schema import TOWNLET_EPISODE_STEPS, TOWNLET_RECORDINGS_INDEX
+from replay_assets.util.capped_inflate import BrokenStreamError, InflateLimitError, inflate
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -108,6 +108,11 @@ _EPISODE_FILE = re.compile(r"episode_(\d+)\.msgpack(?:\.lz4)?$")
 _EPOCH = dt.date(1970, 1, 1)
 
 
+# The largest msgpack document a recording may be (or inflate to). A 500-step recording is ~1 MB; the
+# decoded steps take a few times the document, so one file's work stays within a few GiB.
+DEFAULT_MAX_DECOMPRESSED_BYTES = 512 << 20
+
+
 class RecordingFormatError(FileFormatError):
     """A recording this reader cannot decode; the one-line message names the file and the reason."""
 
@@ -150,14 +155,17 @@ class TownletEpisode:
 # ------------------------------------------------------------------------------------------ public API
 
 
-def decode_recording(data: bytes, name: str) -> tuple[TownletEpisode, pa.RecordBatch]:
+def decode_recording(
+    data: bytes, name: str, *, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+) -> tuple[TownletEpisode, pa.RecordBatch]:
     """Decode one recording file: its metadata and facts, and its steps as one ``STEP_COLUMNS`` batch.
 
     The batch is sorted by ``step`` (the producer writes steps in order; dropped steps leave gaps).
-    Raises ``RecordingFormatError`` naming ``name`` for anything it cannot decode.
+    Raises ``RecordingFormatError`` naming ``name`` for anything it cannot decode, and for a file whose
+    msgpack document is (or would inflate to) more than ``max_decompressed_bytes``.
     """
     data = bytes(data) if not isinstance(data, bytes) else data
-    compression, raw = _decompress(data, name)
+    compression, raw = _decompress(data, name, max_decompressed_bytes)
     return _decode_document(raw, name, compression=compression, compressed_size=len(data))
 
 
@@ -190,14 +198,20 @@ def _repeated_string(value: str, n: int) -> pa.Array:
 
 
 def read_episode_steps(
-    data: bytes, name: str, *, date: dt.date, checkpoint: str, source_uri: str | None = None
+    data: bytes,
+    name: str,
+    *,
+    date: dt.date,
+    checkpoint: str,
+    source_uri: str | None = None,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
 ) -> tuple[TownletEpisode, pa.RecordBatch]:
     """One file's bytes to its ``TOWNLET_EPISODE_STEPS`` batch (sorted by step) and its episode facts.
 
     ``source_uri`` defaults to ``name``. Raises ``RecordingFormatError`` like ``decode_recording``.
     """
     data = bytes(data) if not isinstance(data, bytes) else data
-    compression, raw = _decompress(data, name)
+    compression, raw = _decompress(data, name, max_decompressed_bytes)
     context = (date, checkpoint, name if source_uri is None else source_uri)
     return _decode_document(raw, name, compression=compression, compressed_size=len(data), context=context)
 
@@ -210,7 +224,13 @@ def normalize_affordance_layout(
     return positions, order
 
 
-def verify_recording(index_row: Mapping[str, Any] | None, data: bytes | None, name: str) -> dict[str, Any]:
+def verify_recording(
+    index_row: Mapping[str, Any] | None,
+    data: bytes | None,
+    name: str,
+    *,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+) -> dict[str, Any]:
     """The verification columns of ``TOWNLET_RECORDINGS_INDEX`` (``VERIFICATION_COLUMNS``) for one recording.
 
     ``index_row``: its ``episode_recordings`` row (None for a file the index does not name);
@@ -236,7 +256,7 @@ def verify_recording(index_row: Mapping[str, Any] | None, data: bytes | None, na
     when its queue is full, and the recorded steps are still good. ``affordance_visits`` is the
     metadata's map as compact JSON, keys in the producer's order.
     """
-    return _verify(index_row, data, name)[0]
+    return _verify(index_row, data, name, max_decompressed_bytes=max_decompressed_bytes)[0]
 
 
 def recordings_index_row(
@@ -248,6 +268,7 @@ def recordings_index_row(
     checkpoint: str,
     index_uri: str | None,
     sha256: str | None = None,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
 ) -> dict[str, Any]:
     """One full ``TOWNLET_RECORDINGS_INDEX`` row: the index row's columns, lineage and verification.
 
@@ -255,7 +276,9 @@ def recordings_index_row(
     without index row the metadata's, else the number in the file name, else null. ``sha256``: the hex
     digest of ``data`` when the caller has already checked it (reading a listed file does), else computed.
     """
-    verification, episode, index_values = _verify(index_row, data, source_uri, sha256)
+    verification, episode, index_values = _verify(
+        index_row, data, source_uri, sha256, max_decompressed_bytes=max_decompressed_bytes
+    )
     episode_id = index_values.get("episode_id")
     if episode_id is None and episode is not None:
         episode_id = episode.episode_id
@@ -281,18 +304,24 @@ def recordings_index_batch(rows: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
 # ------------------------------------------------------------------------------------------ container
 
 
-def _decompress(data: bytes, name: str) -> tuple[str, bytes]:
-    """``(compression, msgpack bytes)``: an lz4 frame by its magic, else raw msgpack (compression none)."""
+def _decompress(data: bytes, name: str, max_decompressed_bytes: int) -> tuple[str, bytes]:
+    """``(compression, msgpack bytes)``: an lz4 frame by its magic (inflated at most
+    ``max_decompressed_bytes``), else raw msgpack (compression none)."""
     if data[:4] == LZ4_FRAME_MAGIC:
         try:
-            return "lz4", lz4.frame.decompress(data)
-        except RuntimeError as exc:
-            raise RecordingFormatError(name, f"broken lz4 frame: {exc}") from None
+            return "lz4", inflate(data, "lz4", max_decompressed_bytes)
+        except (BrokenStreamError, InflateLimitError) as exc:
+            raise RecordingFormatError(name, str(exc)) from None
     if not data:
         raise RecordingFormatError(name, "empty file")
     if not is_msgpack_map(data[:1]):
         raise RecordingFormatError(
             name, f"neither an lz4 frame nor a msgpack map (first bytes {data[:4].hex(' ')})"
+        )
+    if len(data) > max_decompressed_bytes:
+        raise RecordingFormatError(
+            name,
+            f"msgpack document of {len(data)} bytes, more than {max_decompressed_bytes=}",
         )
     return "none", data
 
@@ -589,7 +618,12 @@ def _typed(values: list[Any], key: str, target: pa.DataType, accepts: Any, name:
 
 
 def _verify(
-    index_row: Mapping[str, Any] | None, data: bytes | None, name: str, sha256: str | None = None
+    index_row: Mapping[str, Any] | None,
+    data: bytes | None,
+    name: str,
+    sha256: str | None = None,
+    *,
+    max_decompressed_bytes: int,
 ) -> tuple[dict[str, Any], TownletEpisode | None, dict[str, Any]]:
     """``(verification columns, decoded episode or None, index row values with bad types nulled)``."""
     out: dict[str, Any] = dict.fromkeys(VERIFICATION_COLUMNS)
@@ -610,7 +644,7 @@ def _verify(
         out["actual_compressed_size"] = len(data)
         out["compression"] = "lz4" if data[:4] == LZ4_FRAME_MAGIC else None  # "none" once it reads as msgpack
         try:
-            compression, raw = _decompress(data, name)
+            compression, raw = _decompress(data, name, max_decompressed_bytes)
             out["compression"] = compression
             uncompressed = out["actual_uncompressed_size"] = len(raw)
             episode, _ = _decode_document(
@@ -711,12 +745,26 @@ def checkpoint_of(relative_path: str) -> str:
     return relative_path.split("/")[1]
 
 
-def read(data: bytes, lineage: Lineage, config: NoConfig) -> list[pa.RecordBatch]:
+@dataclass(frozen=True)
+class TownletReadConfig:
+    """The run config of ``townlet_recordings_index`` and ``townlet_episode_steps``."""
+
+    max_decompressed_bytes: int = field(
+        default=DEFAULT_MAX_DECOMPRESSED_BYTES,
+        metadata={"description": "Refuse a recording whose msgpack document is, or inflates to, more bytes."},
+    )
+
+
+def read(data: bytes, lineage: Lineage, config: TownletReadConfig) -> list[pa.RecordBatch]:
     """The reader contract's ``read``: one recording's steps (the index decides which files are read)."""
     _, batch = read_episode_steps(
-        data, lineage.uri, date=lineage.day, checkpoint=checkpoint_of(lineage.relative_path)
+        data,
+        lineage.uri,
+        date=lineage.day,
+        checkpoint=checkpoint_of(lineage.relative_path),
+        max_decompressed_bytes=config.max_decompressed_bytes,
     )
     return [batch]
 
 
-READER = SourceReader(source="townlet", schema=TOWNLET_EPISODE_STEPS, read=read)
+READER = SourceReader(source="townlet", schema=TOWNLET_EPISODE_STEPS, read=read, config=TownletReadConfig)

@@ -14,6 +14,7 @@ from replay_assets.definitions import build_resources
 from replay_assets.landing.assets import raw_replay_listings
 from replay_assets.settings import Settings
 from replay_assets.sources.metta.assets import metta_action_samples
+from replay_assets.sources.metta.sample import metta_replay_bytes
 from replay_assets.warehouse.layout import partition_file, warehouse_root
 from replay_assets.warehouse.parquet import read_parquet
 from replay_assets.warehouse.sql import connect
@@ -142,6 +143,28 @@ def test_a_day_where_every_replay_fails_fails_its_check(tmp_path: Path) -> None:
     assert _checks(result)["replays_decoded"] == (False, "ERROR")
     conn = connect(warehouse=str(tmp_path / "warehouse"))
     assert conn.sql("SELECT count(*) FROM metta_replay_failures").fetchone()[0] == 1
+
+
+def test_a_bomb_among_good_replays_is_one_failure_and_the_day_is_written(tmp_path: Path) -> None:
+    """A replay inflating past ``max_decompressed_bytes`` (run config) is refused while inflating: one
+    failure row naming the file and the limit; every other replay of the day is written."""
+    folder = tmp_path / "landing" / "metta" / "arena" / DAY
+    folder.mkdir(parents=True)
+    good = [metta_replay_bytes(version=2, compression="zlib", seed=seed) for seed in (1, 2)]
+    for seed, data in zip((1, 2), good, strict=True):
+        (folder / f"good_{seed}.json.z").write_bytes(data)
+    (folder / "bomb.json.z").write_bytes(zlib.compress(b" " * (256 << 20), 9))  # 0.25 MB -> 256 MiB
+    limit = 32 << 20
+    result = _run(str(tmp_path / "landing"), str(tmp_path / "warehouse"), {"max_decompressed_bytes": limit})
+    assert result.success
+    conn = connect(warehouse=str(tmp_path / "warehouse"))
+    ((uri, error_class, reason),) = conn.sql(
+        "SELECT source_uri, error_class, reason FROM metta_replay_failures"
+    ).fetchall()
+    assert uri.endswith("bomb.json.z") and error_class == "ReplayFormatError"
+    assert "bomb.json.z" in reason and f"max_decompressed_bytes={limit}" in reason
+    (files,) = conn.sql("SELECT count(DISTINCT source_uri) FROM metta_action_samples").fetchone()
+    assert files == len(good)
 
 
 @pytest.mark.parametrize("storage", ["local", "s3"])

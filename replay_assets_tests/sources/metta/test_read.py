@@ -520,3 +520,20 @@ def test_lineage_columns() -> None:
         source.sha256,
         "sha256:" + "ef" * 16,
     )
+
+
+@pytest.mark.parametrize("compression", ["zlib", "gzip", "none"])
+def test_a_replay_over_the_decompressed_limit_is_refused_naming_the_limit(compression: str) -> None:
+    data = metta_replay_bytes(version=2, compression=compression, seed=1)
+    text = len(metta_replay_bytes(version=2, compression="none", seed=1))
+    assert _read(data, max_decompressed_bytes=text).num_rows > 0  # exactly at the limit: read
+    with pytest.raises(ReplayAssetsError, match=f"fixture.json.z: .*max_decompressed_bytes={text - 1}"):
+        _read(data, max_decompressed_bytes=text - 1)
+
+
+def test_a_zlib_bomb_is_refused_at_the_default_limit() -> None:
+    """A 0.6 MB file claiming 600 MiB: refused once 512 MiB are inflated, not parsed."""
+    bomb = zlib.compress(b" " * (600 << 20), 9)
+    assert len(bomb) < 1 << 20
+    with pytest.raises(ReplayAssetsError, match=f"more than max_decompressed_bytes={512 << 20} bytes"):
+        _read(bomb)

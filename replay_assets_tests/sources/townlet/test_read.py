@@ -43,9 +43,7 @@ from replay_assets.sources.townlet.sample import (
 from replay_assets.sources.townlet.schema import TOWNLET_EPISODE_STEPS, TOWNLET_RECORDINGS_INDEX
 from replay_assets_tests.conftest import SHARED_DATA
 
-CHECKPOINT = (
-    SHARED_DATA / "townlet" / "checkpoints_level2_5"
-)
+CHECKPOINT = SHARED_DATA / "townlet" / "checkpoints_level2_5"
 DAY = dt.date(2025, 10, 14)
 UNCOMPRESSED_EPISODES = {140, 141}  # written with the producer's compression: none
 STEP_FIELDS = ("step", "position", "meters", "action", "reward", "intrinsic_reward", "done", "q_values",
@@ -442,6 +440,18 @@ def test_container_errors() -> None:
     _raises(lz4.frame.compress(raw[: len(raw) // 2]), "truncated msgpack")  # truncated msgpack, whole frame
     _raises(raw + b"\xc0", "trailing bytes")
     _raises(lz4.frame.compress(msgpack.packb([1, 2])), "not a msgpack map but list")
+
+
+def test_a_recording_over_the_decompressed_limit_is_refused_naming_the_limit() -> None:
+    for compression in ("lz4", "none"):
+        data = _bytes(compression=compression)
+        size = len(lz4.frame.decompress(data)) if compression == "lz4" else len(data)
+        decode_recording(data, "r.msgpack.lz4", max_decompressed_bytes=size)  # exactly at the limit
+        with pytest.raises(RecordingFormatError, match=f"max_decompressed_bytes={size - 1}"):
+            decode_recording(data, "r.msgpack.lz4", max_decompressed_bytes=size - 1)
+    bomb = lz4.frame.compress(bytes(64 << 20))  # 64 MiB of zeros in a 0.3 MB frame
+    row = verify_recording(None, bomb, "bomb.msgpack.lz4", max_decompressed_bytes=1 << 20)
+    assert not row["valid"] and f"max_decompressed_bytes={1 << 20}" in row["invalid_reason"]
 
 
 def test_corrupted_lz4_payload() -> None:
