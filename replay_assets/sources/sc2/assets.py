@@ -40,6 +40,7 @@ from replay_assets.pipeline.source_assets import (
 )
 from replay_assets.sources.sc2.engine_pool import Sc2EnginePool, default_sc2path, engine_can_play
 from replay_assets.sources.sc2.frames import frame_outcomes, plan_frames
+from replay_assets.sources.sc2.mpq import DEFAULT_MAX_MEMBER_BYTES
 from replay_assets.sources.sc2.replay import READER, ValidityRules
 from replay_assets.sources.sc2.schema import SC2_GROUND_TRUTH_FRAMES
 from replay_assets.warehouse.io_manager import ROW_GROUP_ROWS_METADATA
@@ -157,6 +158,11 @@ class Sc2FramesConfig(Config):
         "process. Writing the Parquet (~31 ms a replay, one thread) costs more than decoding (~10 ms), so "
         "a second process adds little on 2 vCPUs (bench/sc2.py, README).",
     )
+    max_member_bytes: int = Field(
+        default=DEFAULT_MAX_MEMBER_BYTES,
+        ge=1,
+        description="Refuse a replay with an archive member inflating to more bytes than this.",
+    )
 
 
 @daily_multi_asset(
@@ -205,7 +211,9 @@ def sc2_ground_truth_frames(
         lineages = day_lineages(raw_replay_listings[key], READER)
         plan = plan_frames(lineages, sc2_replay_metadata[key], config.backend, config.only_valid, sc2_engine)
         result = mine_day(
-            frame_outcomes(store, plan, config.step_mul, config.parallel, sc2_engine),
+            frame_outcomes(
+                store, plan, config.step_mul, config.parallel, sc2_engine, config.max_member_bytes
+            ),
             day=dt.date.fromisoformat(key),
             source=SOURCE,
             schema=SC2_GROUND_TRUTH_FRAMES,

@@ -23,6 +23,7 @@ from replay_assets.landing.backends import LandingBackend, LandingUnavailableErr
 from replay_assets.pipeline.files import FileOutcome, read_listed_file
 from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.jobs import ReplayJob, tracker_state_job
+from replay_assets.sources.sc2.mpq import DEFAULT_MAX_MEMBER_BYTES
 from replay_assets.sources.sc2.tracker import state_frames
 from replay_assets.util.process_map import decode_in_processes
 
@@ -90,12 +91,20 @@ def plan_frames(
 
 
 def frame_outcomes(
-    store: LandingBackend, plan: FramesPlan, step_mul: int, parallel: int, engine: Engine
+    store: LandingBackend,
+    plan: FramesPlan,
+    step_mul: int,
+    parallel: int,
+    engine: Engine,
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
 ) -> Iterator[FileOutcome]:
     """The replays refused while choosing, then every chosen replay's frames (or failure) in replay_id
-    order. Both backends keep replay_id order, so merging them keeps the partition sorted."""
+    order. Both backends keep replay_id order, so merging them keeps the partition sorted.
+    ``max_member_bytes`` bounds every archive member the tracker backend inflates."""
     by_backend = {
-        name: _read_jobs(store, [lin for lin, chosen in plan.chosen if chosen == name], step_mul)
+        name: _read_jobs(
+            store, [lin for lin, chosen in plan.chosen if chosen == name], step_mul, max_member_bytes
+        )
         for name in BACKENDS
     }
     streams = [
@@ -107,12 +116,12 @@ def frame_outcomes(
 
 
 def _read_jobs(
-    store: LandingBackend, lineages: Iterable[Lineage], step_mul: int
+    store: LandingBackend, lineages: Iterable[Lineage], step_mul: int, max_member_bytes: int
 ) -> Iterator[ReplayJob | FileOutcome]:
     """Each replay's bytes as a worker job, or the outcome of a replay that could not be read back."""
     for lineage in lineages:
         try:
-            yield ReplayJob(read_listed_file(store, lineage), lineage, step_mul=step_mul)
+            yield ReplayJob(read_listed_file(store, lineage), lineage, step_mul, max_member_bytes)
         except LandingUnavailableError:
             raise
         except Exception as exc:

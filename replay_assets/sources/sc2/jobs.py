@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from replay_assets.sources.contract import Lineage
+from replay_assets.sources.sc2.mpq import DEFAULT_MAX_MEMBER_BYTES
 from replay_assets.sources.sc2.tracker import TrackerState, decode_tracker_state
 
 __all__ = ["ReplayJob", "tracker_state_job"]
@@ -22,7 +23,8 @@ class ReplayJob:
     data: bytes
     source: Lineage
     step_mul: int = 8
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
 
 
 def tracker_state_job(job: ReplayJob) -> TrackerState:
-    return decode_tracker_state(job.data, job.source.uri)
+    return decode_tracker_state(job.data, job.source.uri, job.max_member_bytes)

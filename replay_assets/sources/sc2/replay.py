@@ -52,6 +52,7 @@ from replay_assets.sources.sc2.fast_game_events import (
     UserActions,
     game_event_actions,
 )
+from replay_assets.sources.sc2.mpq import DEFAULT_MAX_MEMBER_BYTES, read_member
 from replay_assets.sources.sc2.schema import SC2_REPLAY_METADATA
 
 __all__ = [
@@ -81,7 +82,8 @@ class Sc2ReplayError(FileFormatError):
 
 @dataclass(frozen=True)
 class ValidityRules:
-    """The seed's ``valid_replay`` rules, every threshold configurable (None disables a rule)."""
+    """The seed's ``valid_replay`` rules, every threshold configurable (None disables a rule), and the
+    reading limit (a replay over it is invalid, with the reason)."""
 
     min_game_loops: int | None = field(default=1000, metadata={"description": "Shortest valid game (loops)."})
     players: int | None = field(default=2, metadata={"description": "Exactly this many non-observers."})
@@ -91,6 +93,10 @@ class ValidityRules:
     min_mmr: int | None = field(default=1000, metadata={"description": "An unrecorded MMR satisfies it."})
     require_exact_decoder: bool = field(
         default=False, metadata={"description": "Reject replays decoded with the nearest older protocol."}
+    )
+    max_member_bytes: int = field(
+        default=DEFAULT_MAX_MEMBER_BYTES,
+        metadata={"description": "Refuse a replay with an archive member inflating to more bytes than this."},
     )
 
 
@@ -122,13 +128,14 @@ class Sc2Replay:
     protocol: ModuleType
     decoder_build: int
     decoder_exact: bool
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def member(self, name: str) -> bytes:
-        """The bytes of one archive file, or an ``Sc2ReplayError`` naming it."""
+        """One archive file's bytes (at most ``max_member_bytes``), or an ``Sc2ReplayError`` naming it."""
         try:
-            data = self.archive.read_file(name)
-        except Exception as exc:  # mpyq raises whatever zlib/bz2/struct raise on bad bytes
+            data = read_member(self.archive, name, self.max_member_bytes)
+        except Exception as exc:  # what zlib/bz2/struct raise on bad bytes, and the limits
             raise Sc2ReplayError(self.uri, f"corrupted archive member {name}: {_describe(exc)}") from exc
         if data is None:
             raise Sc2ReplayError(self.uri, f"missing archive member {name}")
@@ -200,8 +207,9 @@ def choose_protocol(base_build: int) -> tuple[ModuleType, int, bool]:
     return versions.build(older[-1]), older[-1], False
 
 
-def open_replay(data: bytes, uri: str) -> Sc2Replay:
-    """Open a replay from its bytes: archive, header and protocol, or an ``Sc2ReplayError``."""
+def open_replay(data: bytes, uri: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Sc2Replay:
+    """Open a replay from its bytes: archive, header and protocol, or an ``Sc2ReplayError``; no member
+    is read later that inflates to more than ``max_member_bytes``."""
     try:
         archive = mpyq.MPQArchive(io.BytesIO(data))
         header_bytes = archive.header["user_data_header"]["content"]
@@ -223,7 +231,9 @@ def open_replay(data: bytes, uri: str) -> Sc2Replay:
         protocol, decoder_build, exact = choose_protocol(base_build)
     except LookupError as exc:
         raise Sc2ReplayError(uri, str(exc)) from exc
-    return Sc2Replay(uri, archive, base_build, game_version, game_loops, protocol, decoder_build, exact)
+    return Sc2Replay(
+        uri, archive, base_build, game_version, game_loops, protocol, decoder_build, exact, max_member_bytes
+    )
 
 
 def text(value: Any) -> str:
@@ -347,7 +357,7 @@ def replay_metadata(data: bytes, source: Lineage, rules: ValidityRules | None = 
     row = invalid_metadata_row(source)
     reasons: list[str] = row["invalid_reasons"]
     try:
-        replay = open_replay(data, source.uri)
+        replay = open_replay(data, source.uri, rules.max_member_bytes)
     except Sc2ReplayError as exc:
         reasons.append(exc.reason)
         return row

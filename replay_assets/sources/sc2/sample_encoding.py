@@ -298,22 +298,32 @@ def _stored(data: bytes) -> tuple[bytes, int]:
     return data, flags
 
 
-def mpq_archive(user_data: bytes, files: dict[str, bytes]) -> bytes:
+def mpq_archive(
+    user_data: bytes, files: dict[str, bytes], stored: dict[str, tuple[bytes, int]] | None = None
+) -> bytes:
     """An MPQ archive holding ``files`` (plus ``(listfile)``), preceded by the ``user_data`` block.
 
+    ``stored``: members given as they are stored (a compression mask byte, then the stream) with the size
+    their block declares, whatever the stream really holds: for damaged and hostile archives in tests.
     Layout: user-data header + content padded to 1024 bytes, MPQ v1 header, file blocks, hash table,
     block table; offsets in the tables are relative to the MPQ header, as the format requires.
     """
-    names = [*files, "(listfile)"]
-    contents = [*files.values(), "".join(f"{n}\r\n" for n in files).encode()]
+    stored = stored or {}
+    names = [*files, *stored, "(listfile)"]
+    listfile = "".join(f"{n}\r\n" for n in names[:-1]).encode()
+    units = [(*_stored(data), len(data)) for data in files.values()]
+    units += [
+        (unit, _MPQ_FILE_EXISTS | _MPQ_FILE_SINGLE_UNIT | _MPQ_FILE_COMPRESS, size)
+        for unit, size in stored.values()
+    ]
+    units.append((*_stored(listfile), len(listfile)))
     hash_size = 1 << max(4, (len(names) * 2 - 1).bit_length())
     body = bytearray()
     blocks = []
     offset = 44  # the v1 header's size: blocks follow it
-    for data in contents:
-        stored, flags = _stored(data)
-        blocks.append(struct.pack("<4I", offset + len(body), len(stored), len(data), flags))
-        body += stored
+    for unit, flags, size in units:
+        blocks.append(struct.pack("<4I", offset + len(body), len(unit), size, flags))
+        body += unit
     hash_entries: list[bytes | None] = [None] * hash_size
     for index, name in enumerate(names):
         slot = mpq_hash(name, "TABLE_OFFSET") & (hash_size - 1)
