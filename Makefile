@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test test-fast lint dev daemon bench clean
+.PHONY: setup demo test test-fast fuzz lint dev daemon bench clean
 
 # torch 2.13.0 (CPU build) first: the project's torch range accepts it, so pip never fetches a CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +31,11 @@ test: setup
 # The inner loop: everything but the tests marked slow (pyproject.toml's markers). CI runs `make test`.
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The full fuzz run (make test runs a fixed-seed slice): every source's files damaged 100 ways each plus
+# the bombs, each case in a child under an address-space limit; prints cases per source and outcome.
+fuzz: setup
+	$(BIN)/python -m replay_assets_tests.fuzz --per-seed 100
 
 dev: setup
 	$(BIN)/dagster dev -w workspace.yaml

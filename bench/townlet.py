@@ -457,7 +457,7 @@ def load_breakdown(warehouse: Path, ids: Sequence[int], warm_id: int) -> dict[st
     ``step_arrays`` in ``sources/townlet/load_files.py``), so a changed ``sources/townlet/load.py`` or
     ``townlet_files.py`` may need this updated; nothing else uses them.
     """
-    from replay_assets.datasets import townlet
+    from replay_assets.sources.townlet import load as townlet
     from replay_assets.sources.townlet.load_files import step_arrays
 
     recordings = townlet.TownletRecordings(str(warehouse))

@@ -28,9 +28,7 @@ MAX_LISTED_PATHS = 20
 
 def _listing_metadata(plan: ListingPlan, days: list[dt.date]) -> dict[str, object]:
     per_source = Counter(e.source for day in days for e in plan.by_day.get(day, []))
-    metadata: dict[str, object] = {
-        f"rows_{source}": per_source.get(source, 0) for source in SOURCES
-    }
+    metadata: dict[str, object] = {f"rows_{source}": per_source.get(source, 0) for source in SOURCES}
     metadata["rows_per_source"] = MetadataValue.json(dict(sorted(per_source.items())))
     if plan.ignored:
         metadata["ignored_files_outside_sources"] = MetadataValue.json(plan.ignored[:MAX_LISTED_PATHS])

@@ -278,7 +278,7 @@ def _string_list(value: Any, key: str, name: str) -> list[str]:
     return value
 
 
-def _read_header(doc: dict[str, Any], name: str) -> tuple[_Header, list[dict[str, Any]]]:
+def _read_header(doc: dict[str, Any], name: str, max_steps: int) -> tuple[_Header, list[dict[str, Any]]]:
     """Validate the top level: version, the keys this version requires; return it and the agent objects."""
     version = _require(doc, "version", name)
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
@@ -290,6 +290,8 @@ def _read_header(doc: dict[str, Any], name: str) -> tuple[_Header, list[dict[str
     num_steps = _require(doc, "max_steps", name)
     if type(num_steps) is not int or num_steps < 1:
         raise ReplayFormatError(name, f"max_steps is not a positive integer: {num_steps!r}")
+    if num_steps > max_steps:  # every agent's series is expanded to max_steps rows
+        raise ReplayFormatError(name, f"max_steps {num_steps} is more than the limit max_steps={max_steps}")
     action_names = _string_list(_require(doc, "action_names", name), "action_names", name)
     agents = _agent_objects(objects, doc.get("num_agents"), name)
     if version == 1:
@@ -569,6 +571,9 @@ def _batches(agents: Iterable[_Agent], ctx: _Context, batch_rows: int) -> Iterat
 # ------------------------------------------------------------------------------------------ reader
 
 
+# The most steps a replay may declare (``max_steps``): each agent gets a row per step. Real replays have
+# hundreds to a few thousand.
+DEFAULT_MAX_STEPS = 1 << 20
 # The largest JSON text a replay may inflate to. The largest real file seen (the_280_agents) is 6.5 MB;
 # parsing costs ~5x the text in Python objects, so the default keeps one file's work near 2.5 GiB at most.
 DEFAULT_MAX_DECOMPRESSED_BYTES = 512 << 20
@@ -615,13 +620,15 @@ def read_metta_samples(
     min_reward: float | None = None,
     batch_rows: int = 65536,
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+    max_steps: int = DEFAULT_MAX_STEPS,
 ) -> Iterator[pa.RecordBatch]:
     """Decode one replay file's bytes into ``METTA_ACTION_SAMPLES`` batches, sorted by agent_id, timestep.
 
     ``environment``: yield nothing unless the replay's environment (landing folder, else mg_config
     label) equals it; a file whose folder already rules it out is not even decompressed.
     ``min_reward``: keep an agent only if its final total_reward is at least this.
-    ``max_decompressed_bytes``: a file whose JSON text would be larger is refused while inflating.
+    ``max_decompressed_bytes``: a file whose JSON text would be larger is refused while inflating;
+    ``max_steps``: a file declaring more steps is refused before any series is expanded.
     Every field of every agent is validated before the first batch, so a bad file raises
     ReplayFormatError without having yielded anything.
     """
@@ -636,7 +643,7 @@ def read_metta_samples(
     with gc_paused():
         doc = _parse_json(text, name)
         del text
-        header, objects = _read_header(doc, name)
+        header, objects = _read_header(doc, name, max_steps)
         agents = [_parse_agent(obj, header, name) for obj in objects]
         del doc, objects  # only the compact series are needed from here on
     replay_environment = path_environment or header.label
@@ -677,6 +684,10 @@ class MettaReadConfig:
         default=DEFAULT_MAX_DECOMPRESSED_BYTES,
         metadata={"description": "Refuse a replay whose JSON text inflates to more bytes than this."},
     )
+    max_steps: int = field(
+        default=DEFAULT_MAX_STEPS,
+        metadata={"description": "Refuse a replay declaring more steps (max_steps) than this."},
+    )
 
 
 def read(data: bytes, lineage: Lineage, config: MettaReadConfig) -> Iterator[pa.RecordBatch]:
@@ -687,6 +698,7 @@ def read(data: bytes, lineage: Lineage, config: MettaReadConfig) -> Iterator[pa.
         environment=config.environment,
         min_reward=config.min_reward,
         max_decompressed_bytes=config.max_decompressed_bytes,
+        max_steps=config.max_steps,
     )
 
 

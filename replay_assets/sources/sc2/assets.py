@@ -41,7 +41,7 @@ from replay_assets.pipeline.source_assets import (
 from replay_assets.sources.sc2.engine_pool import Sc2EnginePool, default_sc2path, engine_can_play
 from replay_assets.sources.sc2.frames import frame_outcomes, plan_frames
 from replay_assets.sources.sc2.mpq import DEFAULT_MAX_MEMBER_BYTES
-from replay_assets.sources.sc2.replay import READER, ValidityRules
+from replay_assets.sources.sc2.replay import DEFAULT_MAX_GAME_LOOPS, READER, Sc2Limits, ValidityRules
 from replay_assets.sources.sc2.schema import SC2_GROUND_TRUTH_FRAMES
 from replay_assets.warehouse.io_manager import ROW_GROUP_ROWS_METADATA
 
@@ -163,6 +163,11 @@ class Sc2FramesConfig(Config):
         ge=1,
         description="Refuse a replay with an archive member inflating to more bytes than this.",
     )
+    max_game_loops: int = Field(
+        default=DEFAULT_MAX_GAME_LOOPS,
+        ge=1,
+        description="Refuse a replay whose header claims more game loops.",
+    )
 
 
 @daily_multi_asset(
@@ -206,14 +211,13 @@ def sc2_ground_truth_frames(
     """One row per (replay, game loop, player) every ``step_mul`` loops, from tracker events or the engine."""
     store = context.resources.replay_store.backend()
     sc2_engine: Sc2Engine = context.resources.sc2_engine
+    limits = Sc2Limits(config.max_member_bytes, config.max_game_loops)
 
     def mine(key: str, stage: Any) -> DayResult:
         lineages = day_lineages(raw_replay_listings[key], READER)
         plan = plan_frames(lineages, sc2_replay_metadata[key], config.backend, config.only_valid, sc2_engine)
         result = mine_day(
-            frame_outcomes(
-                store, plan, config.step_mul, config.parallel, sc2_engine, config.max_member_bytes
-            ),
+            frame_outcomes(store, plan, config.step_mul, config.parallel, sc2_engine, limits),
             day=dt.date.fromisoformat(key),
             source=SOURCE,
             schema=SC2_GROUND_TRUTH_FRAMES,

@@ -23,7 +23,7 @@ from replay_assets.landing.backends import LandingBackend, LandingUnavailableErr
 from replay_assets.pipeline.files import FileOutcome, read_listed_file
 from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.jobs import ReplayJob, tracker_state_job
-from replay_assets.sources.sc2.mpq import DEFAULT_MAX_MEMBER_BYTES
+from replay_assets.sources.sc2.replay import DEFAULT_LIMITS, Sc2Limits
 from replay_assets.sources.sc2.tracker import state_frames
 from replay_assets.util.process_map import decode_in_processes
 
@@ -96,15 +96,13 @@ def frame_outcomes(
     step_mul: int,
     parallel: int,
     engine: Engine,
-    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    limits: Sc2Limits = DEFAULT_LIMITS,
 ) -> Iterator[FileOutcome]:
     """The replays refused while choosing, then every chosen replay's frames (or failure) in replay_id
     order. Both backends keep replay_id order, so merging them keeps the partition sorted.
-    ``max_member_bytes`` bounds every archive member the tracker backend inflates."""
+    ``limits`` bound what the tracker backend decodes of each replay."""
     by_backend = {
-        name: _read_jobs(
-            store, [lin for lin, chosen in plan.chosen if chosen == name], step_mul, max_member_bytes
-        )
+        name: _read_jobs(store, [lin for lin, chosen in plan.chosen if chosen == name], step_mul, limits)
         for name in BACKENDS
     }
     streams = [
@@ -116,12 +114,12 @@ def frame_outcomes(
 
 
 def _read_jobs(
-    store: LandingBackend, lineages: Iterable[Lineage], step_mul: int, max_member_bytes: int
+    store: LandingBackend, lineages: Iterable[Lineage], step_mul: int, limits: Sc2Limits
 ) -> Iterator[ReplayJob | FileOutcome]:
     """Each replay's bytes as a worker job, or the outcome of a replay that could not be read back."""
     for lineage in lineages:
         try:
-            yield ReplayJob(read_listed_file(store, lineage), lineage, step_mul, max_member_bytes)
+            yield ReplayJob(read_listed_file(store, lineage), lineage, step_mul, limits)
         except LandingUnavailableError:
             raise
         except Exception as exc:

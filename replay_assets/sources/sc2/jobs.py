@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from replay_assets.sources.contract import Lineage
-from replay_assets.sources.sc2.mpq import DEFAULT_MAX_MEMBER_BYTES
+from replay_assets.sources.sc2.replay import DEFAULT_LIMITS, Sc2Limits
 from replay_assets.sources.sc2.tracker import TrackerState, decode_tracker_state
 
 __all__ = ["ReplayJob", "tracker_state_job"]
@@ -23,8 +23,8 @@ class ReplayJob:
     data: bytes
     source: Lineage
     step_mul: int = 8
-    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    limits: Sc2Limits = DEFAULT_LIMITS
 
 
 def tracker_state_job(job: ReplayJob) -> TrackerState:
-    return decode_tracker_state(job.data, job.source.uri, job.max_member_bytes)
+    return decode_tracker_state(job.data, job.source.uri, job.limits)

@@ -80,6 +80,22 @@ class Sc2ReplayError(FileFormatError):
     """A replay this project cannot read: the message names the file and why."""
 
 
+# The most game loops a header may claim: frames are made for every ``step_mul`` loops of it. Ladder games
+# run ~20k-80k loops (22.4 a second); 2**20 is 13 hours of game time.
+DEFAULT_MAX_GAME_LOOPS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Sc2Limits:
+    """What reading one replay may cost, checked before the memory is reserved."""
+
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES  # an archive member, inflated
+    max_game_loops: int = DEFAULT_MAX_GAME_LOOPS  # the header's elapsed game loops
+
+
+DEFAULT_LIMITS = Sc2Limits()
+
+
 @dataclass(frozen=True)
 class ValidityRules:
     """The seed's ``valid_replay`` rules, every threshold configurable (None disables a rule), and the
@@ -98,6 +114,14 @@ class ValidityRules:
         default=DEFAULT_MAX_MEMBER_BYTES,
         metadata={"description": "Refuse a replay with an archive member inflating to more bytes than this."},
     )
+    max_game_loops: int = field(
+        default=DEFAULT_MAX_GAME_LOOPS,
+        metadata={"description": "Refuse a replay whose header claims more game loops than this."},
+    )
+
+    @property
+    def limits(self) -> Sc2Limits:
+        return Sc2Limits(self.max_member_bytes, self.max_game_loops)
 
 
 @dataclass(frozen=True)
@@ -128,13 +152,13 @@ class Sc2Replay:
     protocol: ModuleType
     decoder_build: int
     decoder_exact: bool
-    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    limits: Sc2Limits = DEFAULT_LIMITS
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def member(self, name: str) -> bytes:
-        """One archive file's bytes (at most ``max_member_bytes``), or an ``Sc2ReplayError`` naming it."""
+        """One archive file's bytes (within ``limits``), or an ``Sc2ReplayError`` naming it."""
         try:
-            data = read_member(self.archive, name, self.max_member_bytes)
+            data = read_member(self.archive, name, self.limits.max_member_bytes)
         except Exception as exc:  # what zlib/bz2/struct raise on bad bytes, and the limits
             raise Sc2ReplayError(self.uri, f"corrupted archive member {name}: {_describe(exc)}") from exc
         if data is None:
@@ -207,9 +231,10 @@ def choose_protocol(base_build: int) -> tuple[ModuleType, int, bool]:
     return versions.build(older[-1]), older[-1], False
 
 
-def open_replay(data: bytes, uri: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Sc2Replay:
-    """Open a replay from its bytes: archive, header and protocol, or an ``Sc2ReplayError``; no member
-    is read later that inflates to more than ``max_member_bytes``."""
+def open_replay(data: bytes, uri: str, limits: Sc2Limits = DEFAULT_LIMITS) -> Sc2Replay:
+    """Open a replay from its bytes: archive, header and protocol, or an ``Sc2ReplayError``; a header
+    claiming more than ``limits.max_game_loops`` is refused, and no member read later may inflate to
+    more than ``limits.max_member_bytes``."""
     try:
         archive = mpyq.MPQArchive(io.BytesIO(data))
         header_bytes = archive.header["user_data_header"]["content"]
@@ -227,12 +252,17 @@ def open_replay(data: bytes, uri: str, max_member_bytes: int = DEFAULT_MAX_MEMBE
         game_loops = int(header["m_elapsedGameLoops"])
     except Exception as exc:
         raise Sc2ReplayError(uri, f"replay header does not decode: {_describe(exc)}") from exc
+    if not 0 <= game_loops <= limits.max_game_loops:
+        raise Sc2ReplayError(
+            uri,
+            f"the header claims {game_loops} game loops, outside 0..max_game_loops={limits.max_game_loops}",
+        )
     try:
         protocol, decoder_build, exact = choose_protocol(base_build)
     except LookupError as exc:
         raise Sc2ReplayError(uri, str(exc)) from exc
     return Sc2Replay(
-        uri, archive, base_build, game_version, game_loops, protocol, decoder_build, exact, max_member_bytes
+        uri, archive, base_build, game_version, game_loops, protocol, decoder_build, exact, limits
     )
 
 
@@ -357,7 +387,7 @@ def replay_metadata(data: bytes, source: Lineage, rules: ValidityRules | None = 
     row = invalid_metadata_row(source)
     reasons: list[str] = row["invalid_reasons"]
     try:
-        replay = open_replay(data, source.uri, rules.max_member_bytes)
+        replay = open_replay(data, source.uri, rules.limits)
     except Sc2ReplayError as exc:
         reasons.append(exc.reason)
         return row

@@ -39,8 +39,7 @@ import pyarrow as pa
 
 from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.fast_tracker import TrackerDecodeError, decode_tracker_events
-from replay_assets.sources.sc2.mpq import DEFAULT_MAX_MEMBER_BYTES
-from replay_assets.sources.sc2.replay import Sc2ReplayError, open_replay, text
+from replay_assets.sources.sc2.replay import DEFAULT_LIMITS, Sc2Limits, Sc2ReplayError, open_replay, text
 from replay_assets.sources.sc2.schema import SC2_GROUND_TRUTH_FRAMES, SC2_UNIT
 
 __all__ = [
@@ -359,12 +358,10 @@ def frames_batch(state: TrackerState, source: Lineage, step_mul: int) -> pa.Reco
     )
 
 
-def decode_tracker_state(
-    data: bytes, uri: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
-) -> TrackerState:
+def decode_tracker_state(data: bytes, uri: str, limits: Sc2Limits = DEFAULT_LIMITS) -> TrackerState:
     """A replay's bytes folded into its ``TrackerState``: the Python-heavy half of the tracker backend,
     run in worker processes. Any problem is an ``Sc2ReplayError`` naming the file."""
-    replay = open_replay(data, uri, max_member_bytes)
+    replay = open_replay(data, uri, limits)
     contents = replay.member("replay.tracker.events")
     players = replay.players(user_ids=False)
     if not players:

@@ -13,7 +13,8 @@ unpickling; apart from the unpickler's memo (a CPython issue, see ``sources/tmrl
 unpickled objects are at most a few times the file. ``info`` dicts are what may be expanded: shared
 references (``BINGET``) let a small pickle describe an exponentially large tree, so the expanded size of
 every non-empty ``info`` is counted (linear time, cycles refused) against ``16 x file size + 1 Mi`` units
-before any JSON is written.
+before any JSON is written; likewise the columns (samples x sample 0's array bytes) may be at most
+``16 x file size + 64 MiB`` before any is stacked (one sample referenced a million times is refused).
 
 Validation: the top level is a ``tmrl_player_run_v1`` dict (``format``, ``run_id``,
 ``recorded_at`` ISO-8601 with an offset, converted to UTC, ``metadata`` dict, ``samples`` list,
@@ -99,6 +100,9 @@ LIDAR_LAYOUT = "lidar"
 FULL_LAYOUT = "full"
 _INFO_BUDGET_FACTOR = 16  # expanded info size allowed per byte of file (see the module docstring)
 _INFO_BUDGET_MIN = 1 << 20
+# The columns a run may expand to: a genuine file stores every sample's arrays, so its columns are about
+# its size; one sample referenced a million times (2 bytes a reference) would be gigabytes.
+_ARRAY_BUDGET_MIN = 64 << 20
 
 
 # ------------------------------------------------------------------------------------------ layouts
@@ -497,10 +501,34 @@ def _decode_unpaused(data: bytes, name: str, file_name: str, max_bytes: int) -> 
         raise RunFormatError(name, f"metadata: {exc.why}") from None
     except Refused as exc:
         raise UnsafePickleError(name, exc.global_name, f"metadata: {exc.why}") from None
+    expanded = len(samples) * _sample_bytes(samples[0]) if samples else 0
+    if expanded > (limit := _INFO_BUDGET_FACTOR * memoryview(data).nbytes + _ARRAY_BUDGET_MIN):
+        raise RunFormatError(
+            name,
+            f"{len(samples)} samples expand to about {expanded} bytes of arrays, more than {limit} "
+            f"({_INFO_BUDGET_FACTOR}x the file + {_ARRAY_BUDGET_MIN >> 20} MiB): shared references "
+            "(a pickle bomb?)",
+        )
     columns, is_demo, info_json = _columns(samples, metadata_is_demo, budget, name)
     # Only the columns survive: the pickled tree is freed here, while the GC is still paused, so the
     # collector never scans its thousands of tuples.
     return _Decoded(header, columns, is_demo, info_json, _layout_name(columns.signature))
+
+
+def _sample_bytes(sample: Any) -> int:
+    """The bytes sample 0's action and observation arrays take once built (0 if it is malformed: the
+    validation reports it)."""
+    if type(sample) is not tuple or len(sample) != 6 or type(sample[1]) is not tuple:
+        return 0
+    return sum(_array_bytes(value) for value in (sample[0], *sample[1]))
+
+
+def _array_bytes(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if type(value) is RawArray and value.args and isinstance(value.args[0], bytes | bytearray):
+        return len(value.args[0])
+    return 8
 
 
 # ------------------------------------------------------------------------------------------ load_run

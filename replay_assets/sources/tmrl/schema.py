@@ -14,9 +14,7 @@ LIDAR_SHAPE = (4, 19)  # 4 frames of 19 beams, newest first
 IMAGES_SHAPE = (4, 64, 64)  # 4 grayscale frames, newest first
 
 
-def _tensor_field(
-    name: str, type_: pa.DataType, shape: Sequence[int], dtype: str, **extra: str
-) -> pa.Field:
+def _tensor_field(name: str, type_: pa.DataType, shape: Sequence[int], dtype: str, **extra: str) -> pa.Field:
     """A nullable column holding one flattened numpy array per row; its shape and dtype as metadata."""
     return pa.field(name, type_, metadata={"shape": json.dumps(list(shape)), "dtype": dtype, **extra})
 

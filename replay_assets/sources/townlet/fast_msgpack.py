@@ -48,6 +48,7 @@ CONTEXT_COLUMNS = ("date", "checkpoint", "episode_id", "source_uri")
 # TOWNLET_EPISODE_STEPS without the context columns: what decode_recording returns per step.
 STEP_COLUMNS = pa.schema([f for f in TOWNLET_EPISODE_STEPS if f.name not in CONTEXT_COLUMNS])
 INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 SORTED = "_sorted"  # marker key in a columns dict: the step numbers are known increasing, non-negative
 
 

@@ -51,6 +51,7 @@ from replay_assets.landing.detect import LZ4_FRAME_MAGIC, is_msgpack_map
 from replay_assets.sources.contract import Lineage, SourceReader
 from replay_assets.sources.townlet.fast_msgpack import (
     INT32_MAX,
+    INT64_MAX,
     OPTIONAL_STEP_KEYS,
     REQUIRED_STEP_KEYS,
     SORTED,
@@ -405,9 +406,9 @@ def _check_top(top: dict[str, Any], name: str) -> tuple[int, dict[str, Any], int
     for key in REQUIRED_METADATA_KEYS:
         if key not in metadata:
             raise RecordingFormatError(name, f"metadata has no {key!r}")
-        if type(metadata[key]) is not int or metadata[key] < 0:
+        if type(metadata[key]) is not int or not 0 <= metadata[key] <= INT64_MAX:
             raise RecordingFormatError(
-                name, f"metadata {key} is not a non-negative integer: {metadata[key]!r}"
+                name, f"metadata {key} is not an integer in 0..{INT64_MAX} (int64): {metadata[key]!r}"
             )
     return version, metadata, metadata["episode_id"], metadata["survival_steps"]
 

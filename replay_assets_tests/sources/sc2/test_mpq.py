@@ -85,11 +85,27 @@ def test_bombed_members_make_an_invalid_metadata_row_and_a_clean_frames_error() 
     data = _replay_with({"replay.tracker.events": bomb, "replay.game.events": bomb})
     source = Lineage(dt.date(2025, 10, 14), "landing/sc2/bomb.SC2Replay", "0" * 64, "sc2/bomb.SC2Replay")
     rules = ValidityRules(max_member_bytes=16 << 20)
-    assert open_replay(data, source.uri, rules.max_member_bytes).game_loops > 0  # the header still reads
+    assert open_replay(data, source.uri, rules.limits).game_loops > 0  # the header still reads
     with pytest.raises(
         Sc2ReplayError, match=r"bomb\.SC2Replay: corrupted archive member replay\.tracker\.events"
     ):
-        decode_tracker_state(data, source.uri, max_member_bytes=16 << 20)
+        decode_tracker_state(data, source.uri, rules.limits)
     row = replay_metadata(data, source, rules)
     assert row["valid"] is False
     assert any("max_member_bytes=16777216" in reason for reason in row["invalid_reasons"]), row
+
+
+@pytest.mark.parametrize("loops", [2**20 + 1, 2**31 - 1, 2**32 - 1])
+def test_aheader_claiming_too_many_game_loops_is_refused_before_frames_are_allocated(loops: int) -> None:
+    from replay_assets_tests.fuzz.targets import header_claiming
+
+    members = _replay_with({})
+    archive = _archive(members)
+    files = {n.decode(): archive.read_file(n.decode()) for n in archive.files or [] if n != b"(listfile)"}
+    data = mpq_archive(header_claiming(archive.header["user_data_header"]["content"], loops), files)
+    source = Lineage(dt.date(2025, 10, 14), "landing/sc2/long.SC2Replay", "0" * 64, "sc2/long.SC2Replay")
+    message = f"claims {loops} game loops, outside 0..max_game_loops={2**20}"
+    with pytest.raises(Sc2ReplayError, match=message):
+        decode_tracker_state(data, source.uri)
+    row = replay_metadata(data, source)
+    assert row["valid"] is False and any(message in r for r in row["invalid_reasons"])
