@@ -34,3 +34,24 @@ def test_the_runner_reports_what_is_not_clean() -> None:
     (result,) = run_cases(bad)
     assert isinstance(result, Result) and result.failed and result.outcome == "crash"
     assert "TypeError" in result.detail and " at " in result.detail
+
+
+# Cases full runs (make fuzz --seed S --per-seed N) found failing once, fixed since: replayed here.
+REGRESSIONS = [
+    # describe() on an s2protocol error whose message cannot be formatted (IndexError in __str__)
+    ("sc2_metadata", 1, 200, "sample.SC2Replay", "edit user_data:garbage@4+201"),
+    ("sc2_frames", 1, 200, "anonymized_4.1.2.60604_missing_files.SC2Replay", "edit user_data:flip@4,69,56"),
+    # a damaged tracker event without m_playerId (KeyError in the walk)
+    ("sc2_frames", 1, 200, "sample.SC2Replay", "edit members/replay.tracker.events:garbage@7205+209"),
+]
+
+
+@pytest.mark.parametrize(("name", "seed", "per_seed", "file", "mutation"), REGRESSIONS)
+def test_cases_that_once_failed(
+    name: str, seed: int, per_seed: int, file: str, mutation: str, shared_data
+) -> None:
+    target = TARGETS[name]
+    seeds = [s for s in target.seeds() if s.name == file]
+    (case,) = [c for c in cases(target, seeds, per_seed, seed) if c.mutation == mutation]
+    (result,) = run_cases([case])
+    assert not result.failed, result.detail

@@ -160,7 +160,7 @@ class Sc2Replay:
         try:
             data = read_member(self.archive, name, self.limits.max_member_bytes)
         except Exception as exc:  # what zlib/bz2/struct raise on bad bytes, and the limits
-            raise Sc2ReplayError(self.uri, f"corrupted archive member {name}: {_describe(exc)}") from exc
+            raise Sc2ReplayError(self.uri, f"corrupted archive member {name}: {describe(exc)}") from exc
         if data is None:
             raise Sc2ReplayError(self.uri, f"missing archive member {name}")
         return data
@@ -196,7 +196,7 @@ class Sc2Replay:
         try:
             yield from self.protocol.decode_replay_game_events(data)
         except Exception as exc:
-            raise Sc2ReplayError(self.uri, f"replay.game.events does not decode: {_describe(exc)}") from exc
+            raise Sc2ReplayError(self.uri, f"replay.game.events does not decode: {describe(exc)}") from exc
 
     def _decode(self, name: str, decoder: Any) -> dict[str, Any]:
         data = self.member(name)
@@ -204,11 +204,15 @@ class Sc2Replay:
             return decoder(data)
         except Exception as exc:
             exact = "" if self.decoder_exact else f" with the nearest older protocol {self.decoder_build}"
-            raise Sc2ReplayError(self.uri, f"{name} does not decode{exact}: {_describe(exc)}") from exc
+            raise Sc2ReplayError(self.uri, f"{name} does not decode{exact}: {describe(exc)}") from exc
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+def describe(exc: BaseException) -> str:
+    """An exception as ``Type: message`` for a one-line reason."""
+    try:
+        text = str(exc).strip()
+    except Exception:  # s2protocol's errors on damaged bytes can fail to format their own message
+        text = ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -240,7 +244,7 @@ def open_replay(data: bytes, uri: str, limits: Sc2Limits = DEFAULT_LIMITS) -> Sc
         header_bytes = archive.header["user_data_header"]["content"]
     except Exception as exc:
         raise Sc2ReplayError(
-            uri, f"not a readable MPQ archive (truncated or corrupted?): {_describe(exc)}"
+            uri, f"not a readable MPQ archive (truncated or corrupted?): {describe(exc)}"
         ) from exc
     try:
         header = versions.latest().decode_replay_header(header_bytes)
@@ -251,7 +255,7 @@ def open_replay(data: bytes, uri: str, limits: Sc2Limits = DEFAULT_LIMITS) -> Sc
         )
         game_loops = int(header["m_elapsedGameLoops"])
     except Exception as exc:
-        raise Sc2ReplayError(uri, f"replay header does not decode: {_describe(exc)}") from exc
+        raise Sc2ReplayError(uri, f"replay header does not decode: {describe(exc)}") from exc
     if not 0 <= game_loops <= limits.max_game_loops:
         raise Sc2ReplayError(
             uri,
@@ -423,7 +427,7 @@ def _metadata_players(replay: Sc2Replay, row: dict[str, Any], reasons: list[str]
     except Sc2ReplayError as exc:
         reasons.append(exc.reason)
     except (KeyError, TypeError, IndexError) as exc:
-        reasons.append(f"replay.initData has no user initial data: {_describe(exc)}")
+        reasons.append(f"replay.initData has no user initial data: {describe(exc)}")
     apms: dict[int, float | None] = {}
     try:
         apms = player_apms(replay, players)

@@ -39,7 +39,14 @@ import pyarrow as pa
 
 from replay_assets.sources.contract import Lineage
 from replay_assets.sources.sc2.fast_tracker import TrackerDecodeError, decode_tracker_events
-from replay_assets.sources.sc2.replay import DEFAULT_LIMITS, Sc2Limits, Sc2ReplayError, open_replay, text
+from replay_assets.sources.sc2.replay import (
+    DEFAULT_LIMITS,
+    Sc2Limits,
+    Sc2ReplayError,
+    describe,
+    open_replay,
+    text,
+)
 from replay_assets.sources.sc2.schema import SC2_GROUND_TRUTH_FRAMES, SC2_UNIT
 
 __all__ = [
@@ -373,6 +380,11 @@ def decode_tracker_state(data: bytes, uri: str, limits: Sc2Limits = DEFAULT_LIMI
         )
     except TrackerDecodeError as exc:
         raise Sc2ReplayError(uri, f"replay.tracker.events does not decode: {exc}") from exc
+    except (KeyError, TypeError, IndexError, ValueError, OverflowError) as exc:
+        # Damaged events decode into structs without the fields (or types) the walk reads.
+        raise Sc2ReplayError(
+            uri, f"replay.tracker.events holds an event the frames cannot use: {describe(exc)}"
+        ) from exc
 
 
 def state_frames(

@@ -42,7 +42,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -50,7 +50,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from replay_assets.sources.contract import Lineage, NoConfig, SourceReader
+from replay_assets.sources.contract import Lineage, SourceReader
 from replay_assets.sources.tmrl.schema import (
     ACT_SIZE,
     IMAGES_SHAPE,
@@ -788,13 +788,25 @@ def run_batches(
 QUARANTINED_SUFFIXES = (".rejected", ".reason")
 
 
-def read(data: bytes, lineage: Lineage, config: NoConfig) -> Iterator[pa.RecordBatch]:
+@dataclass(frozen=True)
+class TmrlReadConfig:
+    """The run config of ``tmrl_demo_buffers``."""
+
+    max_bytes: int = field(
+        default=DEFAULT_MAX_BYTES,
+        metadata={"description": "Refuse a player run file larger than this, before unpickling it."},
+    )
+
+
+def read(data: bytes, lineage: Lineage, config: TmrlReadConfig) -> Iterator[pa.RecordBatch]:
     """The reader contract's ``read``: one player run's samples."""
-    return run_batches(data, lineage)
+    return run_batches(data, lineage, max_bytes=config.max_bytes)
 
 
 def _not_quarantined(lineage: Lineage) -> bool:
     return not lineage.relative_path.endswith(QUARANTINED_SUFFIXES)
 
 
-READER = SourceReader(source="tmrl", schema=TMRL_DEMO_BUFFERS, read=read, accepts=_not_quarantined)
+READER = SourceReader(
+    source="tmrl", schema=TMRL_DEMO_BUFFERS, read=read, config=TmrlReadConfig, accepts=_not_quarantined
+)

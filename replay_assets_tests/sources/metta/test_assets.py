@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import zlib
 from pathlib import Path
 
@@ -217,3 +218,42 @@ def test_each_output_can_be_materialized_alone(selected: str, shared_landing: Pa
     assert written == sorted(["raw_replay_listings", selected])
     rows = connect(warehouse=str(warehouse)).sql(f"SELECT count(*) FROM {selected}").fetchone()[0]
     assert rows == 3 if selected == "metta_replay_failures" else rows > 1000
+
+
+@pytest.mark.slow
+def test_a_day_of_ten_thousand_files_with_one_percent_damaged(tmp_path: Path) -> None:
+    """10,000 replays in one day, 100 of them damaged five ways: the day completes, the failures table
+    holds exactly those 100 (each reason naming its file) and every good file's samples are written."""
+    import uuid
+
+    folder = tmp_path / "landing" / "metta" / "arena" / DAY
+    folder.mkdir(parents=True)
+    templates = [
+        metta_replay_bytes(version=2, compression="zlib", seed=s, num_agents=1, max_steps=20)
+        for s in range(8)
+    ]
+    bomb = zlib.compress(b" " * (8 << 20), 9)
+    damage = [
+        lambda data: data[: len(data) // 2],  # truncated
+        lambda data: data[:2] + bytes(range(256)) * 4,  # garbage after the zlib header
+        lambda data: zlib.compress(b'{"version": 2, "objects": ['),  # JSON cut short
+        lambda data: zlib.compress(json.dumps({"version": 9, "objects": []}).encode()),  # unknown version
+        lambda data: bomb,  # inflates past the run's max_decompressed_bytes
+    ]
+    damaged: set[str] = set()
+    rng = random.Random(0)
+    for i in range(10_000):
+        name = f"{uuid.UUID(int=rng.getrandbits(128))}.json.z"
+        data = templates[i % len(templates)]
+        if i % 100 == 37:
+            data = damage[(i // 100) % len(damage)](data)
+            damaged.add(name)
+        (folder / name).write_bytes(data)
+    result = _run(str(tmp_path / "landing"), str(tmp_path / "warehouse"), {"max_decompressed_bytes": 1 << 20})
+    assert result.success
+    conn = connect(warehouse=str(tmp_path / "warehouse"))
+    failures = conn.sql("SELECT source_uri, reason FROM metta_replay_failures").fetchall()
+    assert {Path(uri).name for uri, _ in failures} == damaged and len(failures) == 100
+    assert all(Path(uri).name in reason for uri, reason in failures)
+    (files,) = conn.sql("SELECT count(DISTINCT source_uri) FROM metta_action_samples").fetchone()
+    assert files == 10_000 - 100
