@@ -15,7 +15,6 @@ import random
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import lz4.frame
@@ -23,9 +22,9 @@ import msgpack
 import orjson
 
 from replay_assets.sources.contract import Lineage
+from replay_assets_tests.conftest import SHARED_DATA
 
 DAY = dt.date(2025, 10, 14)
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @dataclass(frozen=True)
@@ -281,10 +280,10 @@ def _townlet_pack(doc: Any, original: bytes) -> bytes:
 
 def _townlet_bombs() -> Iterator[tuple[str, bytes]]:
     yield "bomb_lz4_1GiB.msgpack.lz4", lz4.frame.compress(bytes(1 << 30))
-    yield "claims_2e40.msgpack.lz4", _lz4_claiming(2**40)
+    yield "claims_2e40.msgpack.lz4", lz4_claiming(2**40)
 
 
-def _lz4_claiming(size: int) -> bytes:
+def lz4_claiming(size: int) -> bytes:
     """A 1-byte lz4 frame whose header claims ``size`` bytes of content (the header checksum redone)."""
     import xxhash  # lz4's own header checksum: the second byte of xxh32 of the descriptor
 

@@ -13,6 +13,7 @@ from replay_assets_tests.fuzz.targets import TARGETS
 PER_SEED = 4  # damaged versions of each seed file in this slice (make fuzz: 100)
 
 
+@pytest.mark.slow  # ~30 s in all: make test runs it, make test-fast leaves it out
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_every_damaged_or_hostile_file_is_ok_clean_or_invalid(name: str, shared_data) -> None:
     target = TARGETS[name]

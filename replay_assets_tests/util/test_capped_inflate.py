@@ -69,3 +69,13 @@ def test_truncated_and_garbage_are_clean_errors(codec: str) -> None:
 )
 def test_what_follows_a_stream_is_read_as_the_standard_library_reads_it(codec: str, data: bytes) -> None:
     assert inflate(data, codec, 100) == ONE_SHOT[codec](data) == b"one two"
+
+
+def test_an_lz4_frame_is_held_to_the_content_size_it_declares() -> None:
+    from replay_assets_tests.fuzz.targets import lz4_claiming
+
+    assert inflate(lz4_claiming(1), "lz4", 100) == b"\x80"
+    with pytest.raises(BrokenStreamError, match="broken lz4 frame"):
+        inflate(lz4_claiming(50), "lz4", 100)  # declares 50 bytes, holds 1
+    with pytest.raises(InflateLimitError):
+        inflate(lz4_claiming(2**40), "lz4", 1 << 30)  # refused from the header: nothing inflated
