@@ -20,6 +20,7 @@ import pyarrow as pa
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.landing.backends import LandingBackend, LandingUnavailableError
 from replay_assets.landing.listing import OK
+from replay_assets.pipeline.column_ranges import ColumnRanges, check_column_ranges
 from replay_assets.sources.contract import Lineage, SourceReader
 from replay_assets.util.process_map import decode_in_processes
 
@@ -90,14 +91,17 @@ _Job = tuple[bytes | BaseException, Lineage, Any]
 
 
 def _decode(
-    read: Callable[[bytes, Lineage, Any], Iterable[pa.RecordBatch]], job: _Job
+    read: Callable[[bytes, Lineage, Any], Iterable[pa.RecordBatch]], ranges: ColumnRanges, job: _Job
 ) -> list[pa.RecordBatch]:
-    """All of one file's batches: a file that breaks half-way leaves no partial rows behind. A file that
-    could not even be read arrives as its exception, so its outcome keeps its place in the order."""
+    """All of one file's batches, checked against ``column_ranges``: a file that breaks half-way leaves no
+    partial rows behind. A file that could not even be read arrives as its exception, so its outcome
+    keeps its place in the order."""
     data, lineage, config = job
     if isinstance(data, BaseException):
         raise data
-    return list(read(data, lineage, config))
+    batches = list(read(data, lineage, config))
+    check_column_ranges(lineage.uri, batches, ranges)
+    return batches
 
 
 def read_files(
@@ -106,9 +110,11 @@ def read_files(
     lineages: Iterable[Lineage],
     config: Any,
     parallel: int = 1,
+    column_ranges: ColumnRanges | None = None,
 ) -> Iterator[FileOutcome]:
     """Each file's outcome, in the given order. ``parallel`` > 1 decodes in worker processes (the reader
     must then be a top-level function of a module without Dagster); reading stays in this process.
+    ``column_ranges`` (validated against the reader's schema): a file with a value outside is a failure.
     Memory is bounded by the files in flight, never by the day."""
     owner_of_key: dict[str, Lineage] = {}  # content key -> the file that holds it (in flight or read)
 
@@ -128,7 +134,7 @@ def read_files(
                 owner_of_key[key] = lineage
             yield data, lineage, config
 
-    decode = functools.partial(_decode, reader.read)
+    decode = functools.partial(_decode, reader.read, dict(column_ranges or {}))
     for (_, lineage, _), result in decode_in_processes(decode, jobs(), parallel):
         if isinstance(result, BaseException):
             key = reader.content_key(lineage) if reader.content_key is not None else None

@@ -30,6 +30,7 @@ from dagster import (
 from pydantic import Field, create_model
 
 from replay_assets.landing.backends import LandingBackend
+from replay_assets.pipeline.column_ranges import column_ranges_field, validated_column_ranges
 from replay_assets.pipeline.daily import daily_multi_asset
 from replay_assets.pipeline.day import DayResult, mine_day
 from replay_assets.pipeline.files import day_lineages, read_files
@@ -71,8 +72,9 @@ class DayInputs:
 
 def run_config_class(name: str, config_type: type, **extra: Any) -> type[Config]:
     """A Dagster ``Config`` with the fields of a reader's config dataclass (types, defaults, and the
-    ``description`` in each field's metadata), plus ``extra`` pipeline fields (``name=(type, Field)``)."""
-    fields: dict[str, Any] = {}
+    ``description`` in each field's metadata), plus ``column_ranges`` and ``extra`` pipeline fields
+    (``name=(type, Field)``)."""
+    fields: dict[str, Any] = {"column_ranges": column_ranges_field()}
     types = typing.get_type_hints(config_type)  # resolves string annotations (``from __future__``)
     for f in dataclasses.fields(config_type):
         default = f.default if f.default is not dataclasses.MISSING else ...
@@ -186,12 +188,13 @@ def source_assets(
         backend = context.resources.replay_store.backend()
         settings = reader_config(config, reader.config)
         workers = getattr(config, "parallel", 1)
+        ranges = validated_column_ranges(reader.schema, getattr(config, "column_ranges", {}))
 
         def mine(key: str, stage: Any) -> DayResult:
             day = dt.date.fromisoformat(key)
             lineages = choose_files(DayInputs(day, {name: t[key] for name, t in upstream.items()}, backend))
             return mine_day(
-                read_files(backend, reader, lineages, settings, workers),
+                read_files(backend, reader, lineages, settings, workers, ranges),
                 day=day,
                 source=reader.source,
                 schema=reader.schema,

@@ -60,6 +60,7 @@ from replay_assets.util.gc_pause import gc_paused
 
 __all__ = [
     "READER",
+    "MettaLimits",
     "MettaReadConfig",
     "ReplayFormatError",
     "environment_from_path",
@@ -278,8 +279,9 @@ def _string_list(value: Any, key: str, name: str) -> list[str]:
     return value
 
 
-def _read_header(doc: dict[str, Any], name: str, max_steps: int) -> tuple[_Header, list[dict[str, Any]]]:
-    """Validate the top level: version, the keys this version requires; return it and the agent objects."""
+def _read_header(doc: dict[str, Any], name: str, limits: MettaLimits) -> tuple[_Header, list[dict[str, Any]]]:
+    """Validate the top level: version, the keys this version requires, the limits (before any series is
+    expanded: each agent gets a row per step, each row a count per item); return it and the agents."""
     version = _require(doc, "version", name)
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise ReplayFormatError(name, f"unknown replay version {version!r} (supported: 1, 2, 3)")
@@ -290,18 +292,25 @@ def _read_header(doc: dict[str, Any], name: str, max_steps: int) -> tuple[_Heade
     num_steps = _require(doc, "max_steps", name)
     if type(num_steps) is not int or num_steps < 1:
         raise ReplayFormatError(name, f"max_steps is not a positive integer: {num_steps!r}")
-    if num_steps > max_steps:  # every agent's series is expanded to max_steps rows
-        raise ReplayFormatError(name, f"max_steps {num_steps} is more than the limit max_steps={max_steps}")
+    _check_limit(name, "max_steps", num_steps, limits.max_steps, "max_steps")
     action_names = _string_list(_require(doc, "action_names", name), "action_names", name)
     agents = _agent_objects(objects, doc.get("num_agents"), name)
+    _check_limit(name, "agents", len(agents), limits.max_agents, "max_agents")
+    _check_limit(name, "rows (agents x max_steps)", len(agents) * num_steps, limits.max_rows, "max_rows")
     if version == 1:
         items = _v1_item_names(doc.get("inventory_items") or [], agents, name)
     else:
         items = _string_list(_require(doc, "item_names", name), "item_names", name)
+    _check_limit(name, "items", len(items), limits.max_items, "max_items")
     mg_config = doc.get("mg_config")
     label = mg_config.get("label") if isinstance(mg_config, dict) else None
     label = label if isinstance(label, str) and label else None
     return _Header(version, num_steps, action_names, items, label), agents
+
+
+def _check_limit(name: str, what: str, value: int, limit: int, setting: str) -> None:
+    if value > limit:
+        raise ReplayFormatError(name, f"{what} {value} is more than the limit {setting}={limit}")
 
 
 def _agent_objects(objects: list[Any], num_agents: Any, name: str) -> list[dict[str, Any]]:
@@ -571,12 +580,37 @@ def _batches(agents: Iterable[_Agent], ctx: _Context, batch_rows: int) -> Iterat
 # ------------------------------------------------------------------------------------------ reader
 
 
-# The most steps a replay may declare (``max_steps``): each agent gets a row per step. Real replays have
-# hundreds to a few thousand.
-DEFAULT_MAX_STEPS = 1 << 20
-# The largest JSON text a replay may inflate to. The largest real file seen (the_280_agents) is 6.5 MB;
-# parsing costs ~5x the text in Python objects, so the default keeps one file's work near 2.5 GiB at most.
-DEFAULT_MAX_DECOMPRESSED_BYTES = 512 << 20
+@dataclass(frozen=True)
+class MettaLimits:
+    """What one replay may declare, checked before memory is reserved for it; defaults well above any real
+    file (the largest seen: 240 agents, 1,000 steps, 10 items, 6.5 MB of JSON nested 6 deep)."""
+
+    max_decompressed_bytes: int = field(
+        default=512 << 20,  # parsing costs ~5x the text in Python objects: ~2.5 GiB for one file at most
+        metadata={"description": "Refuse a replay whose JSON text inflates to more bytes than this."},
+    )
+    max_steps: int = field(
+        default=1 << 20,
+        metadata={"description": "Refuse a replay declaring more steps (max_steps) than this."},
+    )
+    max_agents: int = field(
+        default=1 << 14, metadata={"description": "Refuse a replay with more agent objects than this."}
+    )
+    max_items: int = field(
+        default=256,  # one agent's inventory is expanded to max_steps x items counts (1 GiB at the defaults)
+        metadata={"description": "Refuse a replay with more inventory item kinds than this."},
+    )
+    max_rows: int = field(
+        default=1 << 23,  # a file's rows are held until it is known to be good: ~1 GB at this limit
+        metadata={"description": "Refuse a replay whose agents x max_steps (its rows) exceeds this."},
+    )
+    max_json_depth: int = field(
+        default=64,
+        metadata={"description": "Refuse a replay whose JSON nests deeper than this (orjson stops at 1024)."},
+    )
+
+
+DEFAULT_LIMITS = MettaLimits()
 _CODECS = {detect.ZLIB_JSON: "zlib", detect.GZIP_JSON: "gzip"}
 
 
@@ -598,8 +632,28 @@ def _decompress(data: bytes, name: str, max_decompressed_bytes: int) -> bytes:
     raise ReplayFormatError(name, f"not a MettaScope replay: container is {container}, not zlib/gzip/JSON")
 
 
-def _parse_json(text: bytes, name: str) -> dict[str, Any]:
-    """orjson for speed; the stdlib as a fallback for what orjson refuses (NaN, huge ints)."""
+# JSON nesting is measured on the brackets outside strings: escaped backslashes and quotes are dropped
+# first, then everything but brackets and quotes (C-speed bytes methods), so numpy sees ~1/5 of the text.
+_NOT_STRUCTURAL = bytes(c for c in range(256) if c not in b'[]{}"')
+_NESTING_STEP = np.zeros(256, np.int8)
+_NESTING_STEP[list(b"[{")] = 1
+_NESTING_STEP[list(b"]}")] = -1
+
+
+def json_depth(text: bytes) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (brackets inside strings do not count)."""
+    structural = text.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURAL)
+    codes = np.frombuffer(structural, np.uint8)
+    quote = codes == ord('"')
+    outside = (np.cumsum(quote, dtype=np.int32) & 1) == 0
+    depth = np.cumsum(_NESTING_STEP[codes[outside & ~quote]], dtype=np.int32)
+    return int(depth.max(initial=0))
+
+
+def _parse_json(text: bytes, name: str, max_depth: int) -> dict[str, Any]:
+    """orjson for speed; the stdlib as a fallback for what orjson refuses (NaN, huge ints). The nesting
+    is measured first, so neither parser recurses past ``max_depth``."""
+    _check_limit(name, "JSON nesting depth", json_depth(text), max_depth, "max_json_depth")
     try:
         doc = orjson.loads(text)
     except (ValueError, RecursionError):
@@ -619,16 +673,15 @@ def read_metta_samples(
     environment: str | None = None,
     min_reward: float | None = None,
     batch_rows: int = 65536,
-    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-    max_steps: int = DEFAULT_MAX_STEPS,
+    limits: MettaLimits = DEFAULT_LIMITS,
 ) -> Iterator[pa.RecordBatch]:
     """Decode one replay file's bytes into ``METTA_ACTION_SAMPLES`` batches, sorted by agent_id, timestep.
 
     ``environment``: yield nothing unless the replay's environment (landing folder, else mg_config
     label) equals it; a file whose folder already rules it out is not even decompressed.
     ``min_reward``: keep an agent only if its final total_reward is at least this.
-    ``max_decompressed_bytes``: a file whose JSON text would be larger is refused while inflating;
-    ``max_steps``: a file declaring more steps is refused before any series is expanded.
+    ``limits``: a file over one is refused naming the limit, the text while inflating, the counts
+    before any series is expanded.
     Every field of every agent is validated before the first batch, so a bad file raises
     ReplayFormatError without having yielded anything.
     """
@@ -638,12 +691,12 @@ def read_metta_samples(
     path_environment = environment_from_path(source.relative_path)
     if environment is not None and path_environment is not None and path_environment != environment:
         return
-    text = _decompress(data, name, max_decompressed_bytes)
+    text = _decompress(data, name, limits.max_decompressed_bytes)
     # Parsing creates millions of small lists: on the_280_agents 250 ms instead of 50 ms with the GC on.
     with gc_paused():
-        doc = _parse_json(text, name)
+        doc = _parse_json(text, name, limits.max_json_depth)
         del text
-        header, objects = _read_header(doc, name, max_steps)
+        header, objects = _read_header(doc, name, limits)
         agents = [_parse_agent(obj, header, name) for obj in objects]
         del doc, objects  # only the compact series are needed from here on
     replay_environment = path_environment or header.label
@@ -669,8 +722,8 @@ def read_metta_samples(
 
 
 @dataclass(frozen=True)
-class MettaReadConfig:
-    """The run config of ``metta_action_samples``."""
+class MettaReadConfig(MettaLimits):
+    """The run config of ``metta_action_samples``: the limits, and which replays and agents to keep."""
 
     environment: str | None = field(
         default=None,
@@ -679,14 +732,6 @@ class MettaReadConfig:
     min_reward: float | None = field(
         default=None,
         metadata={"description": "Keep an agent's episode only if its final total_reward is at least this."},
-    )
-    max_decompressed_bytes: int = field(
-        default=DEFAULT_MAX_DECOMPRESSED_BYTES,
-        metadata={"description": "Refuse a replay whose JSON text inflates to more bytes than this."},
-    )
-    max_steps: int = field(
-        default=DEFAULT_MAX_STEPS,
-        metadata={"description": "Refuse a replay declaring more steps (max_steps) than this."},
     )
 
 
@@ -697,8 +742,7 @@ def read(data: bytes, lineage: Lineage, config: MettaReadConfig) -> Iterator[pa.
         lineage,
         environment=config.environment,
         min_reward=config.min_reward,
-        max_decompressed_bytes=config.max_decompressed_bytes,
-        max_steps=config.max_steps,
+        limits=config,
     )
 
 

@@ -8,13 +8,17 @@ import random
 import zlib
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from dagster import DagsterInstance, materialize
 
 from replay_assets.definitions import build_resources
 from replay_assets.landing.assets import raw_replay_listings
 from replay_assets.settings import Settings
+from replay_assets.sources.contract import Lineage
 from replay_assets.sources.metta.assets import metta_action_samples
+from replay_assets.sources.metta.read import read_metta_samples
 from replay_assets.sources.metta.sample import metta_replay_bytes
 from replay_assets.warehouse.layout import partition_file, warehouse_root
 from replay_assets.warehouse.parquet import read_parquet
@@ -257,3 +261,43 @@ def test_a_day_of_ten_thousand_files_with_one_percent_damaged(tmp_path: Path) ->
     assert all(Path(uri).name in reason for uri, reason in failures)
     (files,) = conn.sql("SELECT count(DISTINCT source_uri) FROM metta_action_samples").fetchone()
     assert files == 10_000 - 100
+
+
+def test_column_ranges_make_files_with_values_outside_failures(shared_landing: Path, tmp_path: Path) -> None:
+    """A run's ``column_ranges`` narrows a column: exactly the replays with more agents fail, named."""
+    landing, warehouse = str(shared_landing), str(tmp_path / "warehouse")
+    agents = {}
+    for path in sorted((shared_landing / "metta" / DAY).iterdir()):
+        table = pa.Table.from_batches(
+            read_metta_samples(path.read_bytes(), Lineage.of_bytes(b"", METTA_DAY, "x"))
+        )
+        agents[path.name] = pc.max(table["agent_id"]).as_py()
+    limit = sorted(agents.values())[len(agents) // 2]
+    assert _run(landing, warehouse, {"column_ranges": {"agent_id": [0, limit]}}).success
+
+    conn = connect(warehouse=warehouse)
+    kept = {
+        Path(u).name for (u,) in conn.sql("SELECT DISTINCT source_uri FROM metta_action_samples").fetchall()
+    }
+    failures = conn.sql("SELECT source_uri, reason FROM metta_replay_failures").fetchall()
+    assert kept == {name for name, top in agents.items() if top <= limit}
+    assert sorted(Path(uri).name for uri, _ in failures) == sorted(
+        n for n, top in agents.items() if top > limit
+    )
+    for uri, reason in failures:
+        value = int(reason.removeprefix(f"{uri}: agent_id = ").split()[0])
+        assert limit < value <= agents[Path(uri).name]
+        assert reason == f"{uri}: agent_id = {value} is outside column_ranges [0, {limit}]"
+
+
+def test_column_ranges_naming_no_integer_column_fail_the_run_clearly(
+    shared_landing: Path, tmp_path: Path
+) -> None:
+    result = _run(
+        str(shared_landing),
+        str(tmp_path / "wh"),
+        {"column_ranges": {"action_name": [0, 1]}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "column_ranges: 'action_name' holds string, not integers" in str(result.all_events)

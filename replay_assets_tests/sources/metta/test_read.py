@@ -7,6 +7,7 @@ import functools
 import gzip
 import json
 import pickle
+import re
 import zlib
 from typing import Any
 
@@ -18,9 +19,11 @@ import pytest
 from replay_assets.errors import ReplayAssetsError
 from replay_assets.sources.contract import Lineage
 from replay_assets.sources.metta.read import (
+    MettaLimits,
     ReplayFormatError,
     environment_from_path,
     episode_id_for,
+    json_depth,
     read_metta_samples,
 )
 from replay_assets.sources.metta.sample import metta_replay_bytes
@@ -52,7 +55,11 @@ def _source(name: str, folder: str = f"metta/{DAY.isoformat()}") -> Lineage:
 
 
 def _read(data: bytes, source: Lineage | None = None, **kwargs: Any) -> pa.Table:
-    batches = list(read_metta_samples(data, source or _source("fixture.json.z"), **kwargs))
+    """``kwargs``: the reader's keyword arguments, or fields of ``MettaLimits``."""
+    limits = {k: kwargs.pop(k) for k in list(kwargs) if k in MettaLimits.__dataclass_fields__}
+    batches = list(
+        read_metta_samples(data, source or _source("fixture.json.z"), limits=MettaLimits(**limits), **kwargs)
+    )
     for batch in batches:
         assert batch.schema.equals(METTA_ACTION_SAMPLES, check_metadata=True)
     return pa.Table.from_batches(batches, schema=METTA_ACTION_SAMPLES)
@@ -537,3 +544,53 @@ def test_a_zlib_bomb_is_refused_at_the_default_limit() -> None:
     assert len(bomb) < 1 << 20
     with pytest.raises(ReplayAssetsError, match=f"more than max_decompressed_bytes={512 << 20} bytes"):
         _read(bomb)
+
+
+def _agents(n: int) -> list[dict[str, Any]]:
+    return [{"agent_id": i, "location": [1, 1], "action_id": 0} for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("doc", "setting", "value", "message"),
+    [
+        (_v2_doc(_agents(3)), "max_agents", 3, "agents 3 is more than the limit max_agents=2"),
+        (_v2_doc(_agents(2), max_steps=50), "max_rows", 100, "rows (agents x max_steps) 100 is more than"),
+        (_v2_doc(_agents(1)), "max_items", 2, "items 2 is more than the limit max_items=1"),
+        (_v2_doc(_agents(1), max_steps=9), "max_steps", 9, "max_steps 9 is more than the limit max_steps=8"),
+    ],
+)
+def test_counts_over_a_limit_are_refused_before_any_series_is_expanded(
+    doc: dict[str, Any], setting: str, value: int, message: str
+) -> None:
+    assert _read(_z(doc), **{setting: value}).num_rows > 0  # exactly at the limit: read
+    with pytest.raises(ReplayFormatError, match=r"fixture.json.z: " + re.escape(message)):
+        _read(_z(doc), **{setting: value - 1})
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    assert json_depth(b'{"a": [[1, 2], {"b": []}]}') == 4
+    assert json_depth(b'{"a": "[[[{{ \\" ]]] \\\\", "b": [1]}') == 2
+    assert json_depth(b"3") == 0
+    assert json_depth(json.dumps(_v2_doc(_agents(2))).encode()) == 4
+
+
+def test_nesting_deeper_than_max_json_depth_is_refused_naming_the_depth() -> None:
+    doc = _v2_doc(_agents(1))
+    doc["mg_config"] = {"deep": [[[[[[[[[[0]]]]]]]]]]}
+    assert _read(_z(doc), max_json_depth=12).num_rows > 0
+    with pytest.raises(
+        ReplayFormatError, match="JSON nesting depth 12 is more than the limit max_json_depth=11"
+    ):
+        _read(_z(doc), max_json_depth=11)
+    bomb = b"[" * 100_000 + b"]" * 100_000  # refused by the count, neither parser recursing
+    with pytest.raises(
+        ReplayFormatError, match="JSON nesting depth 100000 is more than the limit max_json_depth=64"
+    ):
+        _read(bomb)
+
+
+def test_real_files_are_far_inside_the_default_limits() -> None:
+    for name in REAL_FILES:
+        _read(
+            _real_bytes(name), **{k: v // 16 for k, v in vars(MettaLimits()).items() if k != "max_json_depth"}
+        )
